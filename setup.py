@@ -1,0 +1,33 @@
+"""cmccl_jax: Cross-Modal Contrastive Curriculum Learning in JAX/Flax."""
+
+import setuptools
+
+# Pins that install together on Python 3.11 (jax 0.10) and the GPU image
+# (Python 3.12, jax 0.11); the ranges keep both working.
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.13",
+    "jaxlib>=0.10.2,<0.13",
+    "flax>=0.12.8,<0.14",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    # tensorflow-text needs the full `tensorflow`, not `tensorflow-cpu`.
+    "tensorflow>=2.21.0,<2.22",
+    "tensorflow-text>=2.21.1,<2.22",
+    "tensorflow-datasets>=4.9.10,<4.10",
+    "tensorboard>=2.21.0,<2.22",
+    "importlib_resources",
+    "pillow",
+    "clu>=0.0.12",
+    "ml-collections>=1.1.0,<1.2",
+    "numpy",
+]
+
+setuptools.setup(
+    name="cmccl_jax",
+    version="0.1.0",
+    description="Cross-Modal Contrastive Curriculum Learning in JAX/Flax",
+    packages=setuptools.find_packages(include=["cmccl_jax", "cmccl_jax.*", "preprocess", "configs"]),
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest>=8", "pytest-timeout"]},
+)
