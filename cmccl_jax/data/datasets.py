@@ -1,0 +1,68 @@
+"""Finds, prepares and validates the TFDS dataset a config names.
+
+Errors here are the ones a user hits first (a typo in the dataset name, a wrong
+data_dir, a scorer that was never computed), so each names the bad value and the fix.
+"""
+
+import os
+
+import jax
+import tensorflow_datasets as tfds
+
+from cmccl_jax.data import synthetic_shapes
+
+# Datasets that need no files from the user and are built on first use.
+BUILT_IN = ("synthetic_shapes",)
+KNOWN = BUILT_IN
+
+
+def _synthetic_builder(data_config, num_blocks: int, data_dir: str):
+  params = dict(data_config.synthetic)
+  params["num_blocks"] = num_blocks
+  return synthetic_shapes.SyntheticShapes(
+      data_dir=data_dir, config=synthetic_shapes.synthetic_shapes_config(**params))
+
+
+def get_builder(data_config, num_blocks: int) -> tfds.core.DatasetBuilder:
+  """The prepared builder for `config.data`, building a built-in dataset on first use."""
+  name = data_config.name
+  if name not in KNOWN:
+    raise ValueError(
+        f"unknown dataset config.data.name={name!r}; known datasets: {', '.join(KNOWN)}. "
+        "Fix the name, e.g. --config.data.name=synthetic_shapes.")
+  data_dir = os.path.abspath(os.path.expanduser(data_config.data_dir))
+  auto = bool(data_config.auto_prepare) and name in BUILT_IN
+  if not os.path.isdir(data_dir) and not auto:
+    raise FileNotFoundError(
+        f"data directory config.data.data_dir={data_config.data_dir!r} ({data_dir}) does not exist. "
+        f"Build {name} there with `python -m preprocess --dataset={name} --data_dir={data_dir}`, "
+        "or point --config.data.data_dir at the folder where it was built.")
+  builder = _synthetic_builder(data_config, num_blocks, data_dir)
+  if not builder.is_prepared():
+    if not auto:
+      raise FileNotFoundError(
+          f"{name} ({builder.info.config_name if builder.builder_config else ''}) is not built in "
+          f"{data_dir}. Build it with `python -m preprocess --dataset={name} --data_dir={data_dir}` "
+          "or set --config.data.auto_prepare=True.")
+    if jax.process_index() == 0:
+      print(f"Preparing {name} in {builder.data_dir} (first use) ...", flush=True)
+      builder.download_and_prepare()
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("prepare_dataset")
+  return builder
+
+
+def check_curriculum_fields(builder: tfds.core.DatasetBuilder, scorer: str, num_blocks: int) -> None:
+  """The shards must carry difficulty/<scorer> and block/<scorer> with K blocks."""
+  available = sorted(builder.info.features["difficulty"].keys())
+  if scorer not in available:
+    raise ValueError(
+        f"config.curriculum.scorer={scorer!r} was not computed for {builder.name}; the shards in "
+        f"{builder.data_dir} carry: {', '.join(available)}. Pick one of those, or add the scorer with "
+        "`python -m preprocess`.")
+  built_blocks = builder.info.metadata.get("num_blocks") if builder.info.metadata else None
+  if built_blocks is not None and int(built_blocks) != num_blocks:
+    raise ValueError(
+        f"config.curriculum.num_blocks={num_blocks} but {builder.name} in {builder.data_dir} was built "
+        f"with {built_blocks} blocks; set --config.curriculum.num_blocks={built_blocks} or rebuild.")

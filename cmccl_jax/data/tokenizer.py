@@ -1,0 +1,61 @@
+"""Word-piece tokenization inside tf.data with tensorflow-text.
+
+BERT conventions: [CLS] text [SEP], padded with id 0 ([PAD]) to `max_len`. The
+vocabulary is either the synthetic dataset's words or a BERT `vocab.txt`.
+"""
+
+import os
+
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def load_vocab(vocab: str) -> list[str]:
+  """The token list for `config.tokenizer.vocab`: "synthetic" or a vocab.txt path."""
+  if vocab == "synthetic":
+    from cmccl_jax.data import shapes_scene
+    return list(SPECIAL_TOKENS) + list(shapes_scene.VOCAB)
+  path = os.path.expanduser(vocab)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"config.tokenizer.vocab={vocab!r} is neither 'synthetic' nor an existing vocab.txt file; "
+        "point it at the vocab.txt of a BERT checkpoint folder.")
+  with open(path, encoding="utf-8") as f:
+    return [line.rstrip("\n") for line in f]
+
+
+class Tokenizer:
+  """Strings → int32 [..., max_len] ids with [CLS]/[SEP] and zero padding."""
+
+  def __init__(self, vocab: list[str], max_len: int, lower_case: bool = True):
+    missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in vocab]
+    if missing or vocab[0] != "[PAD]":
+      raise ValueError(f"the vocabulary needs [PAD] at id 0 and {missing or 'all special tokens'}; "
+                       "use a BERT-style vocab.txt.")
+    if max_len < 3:
+      raise ValueError(f"config.tokenizer.max_len={max_len} leaves no room for text between [CLS] and [SEP].")
+    self.vocab_size = len(vocab)
+    self.max_len = max_len
+    self.cls_id = vocab.index("[CLS]")
+    self.sep_id = vocab.index("[SEP]")
+    self._tokenizer = tf_text.FastBertTokenizer(
+        vocab=vocab, token_out_type=tf.int32, lower_case_nfd_strip_accents=lower_case)
+
+  def __call__(self, text: tf.Tensor) -> tf.Tensor:
+    """Tokenizes a string tensor of any rank; returns ids of shape text.shape + [max_len]."""
+    text = tf.convert_to_tensor(text)
+    flat = tf.reshape(text, [-1])
+    ids = self._tokenizer.tokenize(flat)[:, : self.max_len - 2]
+    n = tf.shape(flat)[0]
+    cls = tf.fill([n, 1], self.cls_id)
+    sep = tf.fill([n, 1], self.sep_id)
+    ids = tf.concat([cls, ids, sep], axis=1)
+    ids = ids.to_tensor(default_value=0, shape=[None, self.max_len])
+    return tf.reshape(ids, tf.concat([tf.shape(text), [self.max_len]], axis=0))
+
+
+def build_tokenizer(tokenizer_config) -> Tokenizer:
+  return Tokenizer(load_vocab(tokenizer_config.vocab), int(tokenizer_config.max_len),
+                   bool(tokenizer_config.lower_case))

@@ -1,0 +1,169 @@
+"""The host loop: the only place with side effects (I/O, checkpoints, summaries).
+
+Reads top to bottom: logging → mesh → input → model → sharding → update step →
+checkpoint → evaluators → loop.
+"""
+
+import os
+import time
+
+import jax
+import numpy as np
+from clu import metric_writers
+
+from cmccl_jax import parallel
+from cmccl_jax.data import datasets, pipeline
+from cmccl_jax.data.tokenizer import build_tokenizer
+from cmccl_jax.evaluation.evaluator import RetrievalEvaluator
+from cmccl_jax.train import checkpointing
+from cmccl_jax.train.model_setup import ModelSetup
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def save_config(config, workdir: str) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+class Experiment:
+  """What both training and checkpoint evaluation need: mesh, data, model, shardings."""
+
+  def __init__(self, config):
+    self.config = config
+    # ---------------------------------------------------------------- mesh
+    self.mesh = parallel.make_mesh(config.mesh)
+    # ---------------------------------------------------------------- input
+    k = int(config.curriculum.num_blocks)
+    self.builder = datasets.get_builder(config.data, k)
+    datasets.check_curriculum_fields(self.builder, config.curriculum.scorer, k)
+    self.tokenizer = build_tokenizer(config.tokenizer)
+    # ---------------------------------------------------------------- model + sharding
+    self.setup = ModelSetup(config, self.mesh, self.builder.info.features["image"].shape,
+                            self.tokenizer.vocab_size)
+
+  def evaluator(self) -> RetrievalEvaluator:
+    return RetrievalEvaluator(self.builder, self.config.data.eval_split, self.tokenizer, self.mesh,
+                              self.setup.model, self.setup.state_shardings.params,
+                              int(self.config.eval_batch_size))
+
+
+def _scalars(metrics, num_blocks: int) -> dict[str, float]:
+  out = {k: float(v) for k, v in metrics.items() if k != "block_counts"}
+  for b, count in enumerate(np.asarray(metrics["block_counts"])[:num_blocks]):
+    out[f"block_count/{b}"] = float(count)
+  return out
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+  """Trains (resuming from the latest checkpoint in `workdir`) and returns the last eval metrics."""
+  # ------------------------------------------------------------------ logging
+  os.makedirs(workdir, exist_ok=True)
+  save_config(config, workdir)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  name = os.path.basename(os.path.normpath(workdir))
+
+  exp = Experiment(config)
+  num_steps = int(config.num_steps)
+  k = int(config.curriculum.num_blocks)
+  local_bs = parallel.local_batch_size(int(config.batch_size), exp.mesh)
+  train_iter = iter(pipeline.train_dataset(exp.builder, config, exp.tokenizer, local_bs))
+
+  # ------------------------------------------------------------------ update step
+  step_fn = exp.setup.train_step()
+
+  # ------------------------------------------------------------------ checkpoint
+  manager = checkpointing.checkpoint_manager(
+      workdir, every_steps=int(config.checkpoint_every_steps), keep=int(config.keep_checkpoints))
+  latest = manager.latest_step()
+  if latest is None:
+    state = exp.setup.init_state()
+  else:
+    state = checkpointing.restore(manager, latest, exp.setup.abstract_state, train_iter)
+    print(f"[{name}] resumed from step {latest} in {manager.directory}", flush=True)
+  start = int(state.step)
+
+  # ------------------------------------------------------------------ evaluators
+  evaluator = exp.evaluator()
+  eval_every = int(config.eval_every_steps)
+  last_eval: dict[str, float] = {}
+
+  def evaluate(step: int) -> dict[str, float]:
+    t0 = time.time()
+    scores = evaluator(state.params)
+    writer.write_scalars(step, {f"eval/{k_}": v for k_, v in scores.items()})
+    print(f"[{name}] eval @ {step}: t2i R@1 {scores['t2i/R@1']:.2f} R@5 {scores['t2i/R@5']:.2f} | "
+          f"i2t R@1 {scores['i2t/R@1']:.2f} R@5 {scores['i2t/R@5']:.2f} | chance t2i R@1 "
+          f"{scores['chance/t2i_R@1']:.2f} ({time.time() - t0:.1f}s)", flush=True)
+    return scores
+
+  # ------------------------------------------------------------------ loop
+  if start >= num_steps:
+    print(f"[{name}] already trained to step {start} (config.num_steps={num_steps}).", flush=True)
+  t_start, steps_timed, t_last, last_logged = None, 0, None, start
+  for step in range(start + 1, num_steps + 1):
+    batch = parallel.global_batch(exp.mesh, next(train_iter))
+    state, metrics = step_fn(state, batch)
+
+    if t_start is None:  # the first step compiles; time the rest
+      jax.block_until_ready(state)
+      t_start = t_last = time.time()
+      last_logged = step
+    if step % int(config.log_every_steps) == 0 or step == num_steps:
+      scalars = _scalars(jax.device_get(metrics), k)
+      now = time.time()
+      dt = max(now - t_last, 1e-9)
+      steps = step - last_logged
+      if steps > 0:
+        scalars["examples_per_sec"] = steps * int(config.batch_size) / dt
+        scalars["step_time_ms"] = 1000 * dt / steps
+      steps_timed = step - (start + 1)
+      rate = steps_timed / max(now - t_start, 1e-9)
+      eta = (num_steps - step) / rate if rate > 0 else 0.0
+      writer.write_scalars(step, scalars)
+      print(f"[{name}] step {step}/{num_steps} ({100 * step / num_steps:.0f}%) loss {scalars['loss']:.4f} "
+            f"acc {scalars['accuracy']:.2f} visible {scalars['visible_fraction']:.0%} "
+            f"| {scalars.get('examples_per_sec', 0):.0f} ex/s {scalars.get('step_time_ms', 0):.0f} ms/step "
+            f"| ETA {_format_duration(eta)}", flush=True)
+      t_last, last_logged = now, step
+
+    checkpointing.save(manager, step, state, train_iter, force=step == num_steps)
+    if (eval_every > 0 and step % eval_every == 0) or step == num_steps:
+      last_eval = evaluate(step)
+  manager.wait_until_finished()
+  writer.flush()
+  return last_eval
+
+
+def evaluate_checkpoints(config, workdir: str) -> list[dict[str, float]]:
+  """Scores every checkpoint in `workdir`: `scores.csv` and TensorBoard eval/* (run `test`)."""
+  exp = Experiment(config)
+  manager = checkpointing.checkpoint_manager(workdir, every_steps=1, keep=1, read_only=True)
+  steps = sorted(manager.all_steps())
+  if not steps:
+    raise FileNotFoundError(f"no checkpoints in {manager.directory}; train first with `bash train.sh "
+                            f"{os.path.basename(os.path.normpath(workdir))}`.")
+  writer = metric_writers.create_default_writer(os.path.join(workdir, "test"),
+                                                just_logging=jax.process_index() > 0)
+  evaluator = exp.evaluator()
+  rows = []
+  for step in steps:
+    state = checkpointing.restore(manager, step, exp.setup.abstract_state)
+    scores = evaluator(state.params)
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
+    rows.append({"step": step, **scores})
+    print(f"step {step}: " + "  ".join(f"{k} {scores[k]:.2f}" for k in
+                                       ("t2i/R@1", "t2i/R@5", "i2t/R@1", "i2t/R@5", "t2i/mAP")), flush=True)
+  writer.flush()
+  if jax.process_index() == 0:
+    keys = list(rows[0].keys())
+    with open(os.path.join(workdir, "scores.csv"), "w") as f:
+      f.write(",".join(keys) + "\n")
+      for row in rows:
+        f.write(",".join(str(row[k]) for k in keys) + "\n")
+    print(f"wrote {os.path.join(workdir, 'scores.csv')} ({len(rows)} checkpoints)", flush=True)
+  return rows

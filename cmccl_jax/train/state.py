@@ -1,0 +1,53 @@
+"""The train state pytree and the optimizer built from the config."""
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step reads and writes; checkpointed whole, so a resumed run is exact."""
+  step: jax.Array            # int32 scalar, steps done
+  params: Any
+  opt_state: Any
+  rng: jax.Array             # raw uint32 key data (portable across checkpoints)
+
+
+def learning_rate_schedule(optim_config, num_steps: int) -> optax.Schedule:
+  """Linear warmup from 0, then cosine decay to end_lr_fraction × peak at num_steps."""
+  peak = float(optim_config.learning_rate)
+  warmup = int(optim_config.warmup_steps)
+  if warmup >= num_steps:
+    raise ValueError(f"config.optim.warmup_steps={warmup} must be smaller than config.num_steps={num_steps}.")
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=num_steps,
+      end_value=peak * float(optim_config.end_lr_fraction))
+
+
+def _decay_mask(params):
+  """AdamW decays matrices only; biases, norms, scalars and position tables are left alone."""
+  def decays(path, x):
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    return x.ndim > 1 and "pos_embedding" not in name
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation:
+  """AdamW with warmup + cosine and global grad-norm clipping."""
+  return optax.chain(
+      optax.clip_by_global_norm(float(optim_config.grad_clip_norm)),
+      optax.adamw(learning_rate_schedule(optim_config, num_steps), b1=float(optim_config.b1),
+                  b2=float(optim_config.b2), weight_decay=float(optim_config.weight_decay), mask=_decay_mask),
+  )
+
+
+def create_train_state(model, tx, rng: jax.Array, sample_batch: dict[str, jax.Array]) -> TrainState:
+  """Initialises params and optimizer state; meant to run under jit with out_shardings."""
+  init_rng, state_rng = jax.random.split(rng)
+  params = model.init(init_rng, sample_batch["image"], sample_batch["tokens"], train=False)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=jax.random.key_data(state_rng))
