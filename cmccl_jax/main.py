@@ -9,7 +9,7 @@ import os
 import re
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 
@@ -37,6 +37,8 @@ def _load_saved_config(workdir: str) -> ml_collections.ConfigDict:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; overrides look like --config.field=value.")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax/clu INFO lines drown the progress line
   _hide_gpus_from_tf()
   import jax
   if _MULTIHOST.value:

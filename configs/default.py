@@ -26,13 +26,13 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.vocab = "synthetic"   # "synthetic" or a path to a BERT vocab.txt
-  c.tokenizer.max_len = 16
+  c.tokenizer.max_len = 24         # the longest synthetic caption is 22 word pieces
   c.tokenizer.lower_case = True
 
   c.model = ml_collections.ConfigDict()
   c.model.embed_dim = 128
   c.model.image = ml_collections.ConfigDict(dict(
-      patch_size=4, width=128, depth=2, num_heads=4, mlp_dim=256, dropout=0.0, pool="gap"))
+      patch_size=8, width=128, depth=2, num_heads=4, mlp_dim=256, dropout=0.0, pool="gap"))
   c.model.text = ml_collections.ConfigDict(dict(
       width=128, depth=2, num_heads=4, mlp_dim=256, dropout=0.0, pool="mean"))
 
@@ -51,7 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.curriculum.competence_init = 0.25
 
   c.batch_size = 128
-  c.num_steps = 1200
+  c.num_steps = 2000
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3
   c.optim.warmup_steps = 100
@@ -65,8 +65,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.param_sharding = ()             # ((regex, partition spec tuple), ...); default replicated
 
   c.log_every_steps = 50
-  c.checkpoint_every_steps = 200
+  c.checkpoint_every_steps = 250
   c.keep_checkpoints = 10
-  c.eval_every_steps = 400
+  c.eval_every_steps = 500
   c.eval_batch_size = 256
   return c
