@@ -37,7 +37,7 @@ class RetrievalEvaluator:
     for start in range(0, rows.shape[0], self.batch_size):
       batch = pipeline.pad_rows(rows[start:start + self.batch_size], self.batch_size)
       emb = fn(params, parallel.global_batch(self.mesh, batch[p * local:(p + 1) * local]))
-      chunks.append(np.asarray(emb)[: min(self.batch_size, rows.shape[0] - start)])
+      chunks.append(np.asarray(emb, np.float32)[: min(self.batch_size, rows.shape[0] - start)])
     return np.concatenate(chunks, axis=0)
 
   def __call__(self, params) -> dict[str, float]:

@@ -104,7 +104,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   # ------------------------------------------------------------------ loop
   if start >= num_steps:
     print(f"[{name}] already trained to step {start} (config.num_steps={num_steps}).", flush=True)
-  t_start, steps_timed, t_last, last_logged = None, 0, None, start
+  t_start, t_last, last_logged = None, None, start
   for step in range(start + 1, num_steps + 1):
     batch = parallel.global_batch(exp.mesh, next(train_iter))
     state, metrics = step_fn(state, batch)
@@ -121,8 +121,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       if steps > 0:
         scalars["examples_per_sec"] = steps * int(config.batch_size) / dt
         scalars["step_time_ms"] = 1000 * dt / steps
-      steps_timed = step - (start + 1)
-      rate = steps_timed / max(now - t_start, 1e-9)
+      rate = (step - (start + 1)) / max(now - t_start, 1e-9)
       eta = (num_steps - step) / rate if rate > 0 else 0.0
       writer.write_scalars(step, scalars)
       print(f"[{name}] step {step}/{num_steps} ({100 * step / num_steps:.0f}%) loss {scalars['loss']:.4f} "
@@ -133,7 +132,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
     checkpointing.save(manager, step, state, train_iter, force=step == num_steps)
     if (eval_every > 0 and step % eval_every == 0) or step == num_steps:
+      t0 = time.time()
       last_eval = evaluate(step)
+      if t_start is not None:  # throughput and ETA count training time only
+        t_start += time.time() - t0
+        t_last += time.time() - t0
   manager.wait_until_finished()
   writer.flush()
   return last_eval
