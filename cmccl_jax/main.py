@@ -38,7 +38,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; overrides look like --config.field=value.")
   if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # orbax/clu INFO lines drown the progress line
+    logging.set_verbosity(logging.ERROR)  # TFDS/orbax/clu chatter drowns the progress line
   _hide_gpus_from_tf()
   import jax
   if _MULTIHOST.value:

@@ -8,7 +8,7 @@ prints a summary: examples per split and, per scorer, the block edges and sizes.
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Config whose `data` to build.",
@@ -21,6 +21,8 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.ERROR)
   import numpy as np
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
