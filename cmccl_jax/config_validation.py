@@ -1,6 +1,7 @@
 """Checks a resolved config before anything expensive runs, with messages that say the fix."""
 
 from cmccl_jax.curriculum.pacing import PACINGS
+from cmccl_jax.train import staging
 
 LOSS_KINDS = ("softmax", "sigmoid")
 MODEL_TYPES = ("dual_encoder",)
@@ -27,6 +28,8 @@ def validate(config) -> None:
     for part in field.split("."):
       value = value[part]
     _positive(value, field)
+  for tower in staging.TOWERS:
+    staging.tower_train_from(config.staging, tower)
   k = int(config.curriculum.num_blocks)
   if config.curriculum.pacing == "phases" and len(config.curriculum.phase_steps) != k - 1:
     raise ValueError(

@@ -50,6 +50,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.curriculum.competence_steps = 300
   c.curriculum.competence_init = 0.25
 
+  # Staged training per tower: "train" | "freeze" | "lock" (LiT); a "train" tower
+  # stays frozen before <tower>_train_from_step.
+  c.staging = ml_collections.ConfigDict(dict(
+      image="train", image_train_from_step=0, text="train", text_train_from_step=0))
+
   c.batch_size = 128
   c.num_steps = 2000
   c.optim = ml_collections.ConfigDict()

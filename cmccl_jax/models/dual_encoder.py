@@ -4,10 +4,19 @@ import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from cmccl_jax.models.text_transformer import TextTransformer
+from cmccl_jax.train import staging
 from cmccl_jax.models.vit import ViT
+
+
+def _maybe_locked(tower, inputs, train: bool, lock: bool):
+  """A locked tower (LiT) runs in inference mode and passes no gradient back."""
+  if lock:
+    return jax.lax.stop_gradient(tower(inputs, train=False))
+  return tower(inputs, train=train)
 
 
 class DualEncoder(nn.Module):
@@ -22,6 +31,8 @@ class DualEncoder(nn.Module):
   scale_init: float = 1 / 0.07
   max_scale: float = 100.0
   bias_init: float = -10.0
+  lock_image: bool = False
+  lock_text: bool = False
 
   def setup(self):
     self.image_tower = ViT(**self.image)
@@ -32,10 +43,10 @@ class DualEncoder(nn.Module):
     self.bias = self.param("bias", nn.initializers.constant(self.bias_init), ())
 
   def encode_image(self, images, *, train: bool = False):
-    return self.image_proj(self.image_tower(images, train=train))
+    return self.image_proj(_maybe_locked(self.image_tower, images, train, self.lock_image))
 
   def encode_text(self, tokens, *, train: bool = False):
-    return self.text_proj(self.text_tower(tokens, train=train))
+    return self.text_proj(_maybe_locked(self.text_tower, tokens, train, self.lock_text))
 
   def logit_scale(self):
     return jnp.minimum(jnp.exp(self.log_scale), self.max_scale)
@@ -52,4 +63,6 @@ def dual_encoder_from_config(config, vocab_size: int) -> DualEncoder:
   text.update(vocab_size=vocab_size, max_len=int(config.tokenizer.max_len))
   return DualEncoder(image=dict(config.model.image), text=text, embed_dim=int(config.model.embed_dim),
                      scale_init=float(config.loss.scale_init), max_scale=float(config.loss.max_scale),
-                     bias_init=float(config.loss.bias_init))
+                     bias_init=float(config.loss.bias_init),
+                     lock_image=staging.locked(config.staging, "image"),
+                     lock_text=staging.locked(config.staging, "text"))

@@ -12,6 +12,7 @@ import optax
 
 from cmccl_jax import losses
 from cmccl_jax.curriculum import pacing
+from cmccl_jax.train import staging
 from cmccl_jax.train.state import TrainState
 
 
@@ -41,7 +42,8 @@ def dual_encoder_loss(params, batch, step, rng, *, model, loss_config, curriculu
   return loss, aux
 
 
-def dual_encoder_step(state: TrainState, batch, *, model, tx, loss_config, curriculum_config, lr_schedule):
+def dual_encoder_step(state: TrainState, batch, *, model, tx, loss_config, curriculum_config, staging_config,
+                      lr_schedule):
   """One AdamW step on `dual_encoder_loss`; dropout noise is keyed by (seed, step)."""
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   loss_fn = functools.partial(dual_encoder_loss, batch=batch, step=state.step, rng=rng, model=model,
@@ -50,12 +52,15 @@ def dual_encoder_step(state: TrainState, batch, *, model, tx, loss_config, curri
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": lr_schedule(state.step), **aux}
+  for tower in staging.TOWERS:
+    metrics[f"trainable/{tower}"] = staging.tower_trainable(state.step, staging_config, tower)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
 def make_train_step(model, tx, config, lr_schedule):
   return functools.partial(dual_encoder_step, model=model, tx=tx, loss_config=config.loss,
-                           curriculum_config=config.curriculum, lr_schedule=lr_schedule)
+                           curriculum_config=config.curriculum, staging_config=config.staging,
+                           lr_schedule=lr_schedule)
 
 
 def embed_images(params, images, *, model):

@@ -22,7 +22,7 @@ class ModelSetup:
     self.mesh = mesh
     self.model = dual_encoder_from_config(config, vocab_size)
     self.lr_schedule = learning_rate_schedule(config.optim, int(config.num_steps))
-    self.tx = make_optimizer(config.optim, int(config.num_steps))
+    self.tx = make_optimizer(config.optim, int(config.num_steps), config.staging)
     sample = {"image": jnp.zeros((1,) + tuple(image_shape), jnp.uint8),
               "tokens": jnp.zeros((1, int(config.tokenizer.max_len)), jnp.int32)}
     self._init = functools.partial(create_train_state, self.model, self.tx, sample_batch=sample)

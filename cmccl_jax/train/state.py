@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cmccl_jax.train import staging
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -36,13 +38,13 @@ def _decay_mask(params):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation:
-  """AdamW with warmup + cosine and global grad-norm clipping."""
-  return optax.chain(
+def make_optimizer(optim_config, num_steps: int, staging_config) -> optax.GradientTransformation:
+  """AdamW with warmup + cosine and global grad-norm clipping, under the towers' staging."""
+  return staging.wrap(optax.chain(
       optax.clip_by_global_norm(float(optim_config.grad_clip_norm)),
       optax.adamw(learning_rate_schedule(optim_config, num_steps), b1=float(optim_config.b1),
                   b2=float(optim_config.b2), weight_decay=float(optim_config.weight_decay), mask=_decay_mask),
-  )
+  ), staging_config)
 
 
 def create_train_state(model, tx, rng: jax.Array, sample_batch: dict[str, jax.Array]) -> TrainState:
