@@ -44,6 +44,13 @@ def test_missing_data_dir_names_path_and_fix(tmp_path):
     datasets.get_builder(config.data, 4)
 
 
+def test_unbuilt_dataset_in_existing_dir_says_how_to_build(tmp_path):
+  config = tiny.tiny_config(str(tmp_path))
+  config.data.auto_prepare = False
+  with pytest.raises(FileNotFoundError, match="is not built in.*python -m preprocess --config="):
+    datasets.get_builder(config.data, 4)
+
+
 def test_scorer_not_in_shards_lists_available(tiny_data_dir):
   config = tiny.tiny_config(tiny_data_dir)
   builder = datasets.get_builder(config.data, 4)

@@ -35,14 +35,16 @@ def get_builder(data_config, num_blocks: int) -> tfds.core.DatasetBuilder:
   if not os.path.isdir(data_dir) and not auto:
     raise FileNotFoundError(
         f"data directory config.data.data_dir={data_config.data_dir!r} ({data_dir}) does not exist. "
-        f"Build {name} there with `python -m preprocess --dataset={name} --data_dir={data_dir}`, "
+        f"Build {name} there with `python -m preprocess --config=<your config and overrides> "
+        f"--data_dir={data_dir}`, "
         "or point --config.data.data_dir at the folder where it was built.")
   builder = _synthetic_builder(data_config, num_blocks, data_dir)
   if not builder.is_prepared():
     if not auto:
       raise FileNotFoundError(
-          f"{name} ({builder.info.config_name if builder.builder_config else ''}) is not built in "
-          f"{data_dir}. Build it with `python -m preprocess --dataset={name} --data_dir={data_dir}` "
+          f"{name} ({builder.builder_config.name}) is not built in "
+          f"{data_dir}. Build it with `python -m preprocess --config=<your config and overrides> "
+          f"--data_dir={data_dir}` "
           "or set --config.data.auto_prepare=True.")
     if jax.process_index() == 0:
       print(f"Preparing {name} in {builder.data_dir} (first use) ...", flush=True)
