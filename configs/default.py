@@ -33,8 +33,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.embed_dim = 128
   c.model.image = ml_collections.ConfigDict(dict(
       patch_size=8, width=128, depth=2, num_heads=4, mlp_dim=256, dropout=0.0, pool="gap"))
+  # kind "transformer" (from scratch) or "bert" (checkpoint "minilm", a Hugging Face
+  # folder, or "" for random init): see configs/minilm_synthetic.py.
   c.model.text = ml_collections.ConfigDict(dict(
-      width=128, depth=2, num_heads=4, mlp_dim=256, dropout=0.0, pool="mean"))
+      kind="transformer", checkpoint="", width=128, depth=2, num_heads=4, mlp_dim=256, dropout=0.0,
+      pool="mean"))
 
   c.loss = ml_collections.ConfigDict()
   c.loss.kind = "softmax"           # "softmax" (CLIP) or "sigmoid" (SigLIP)

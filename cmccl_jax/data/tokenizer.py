@@ -13,15 +13,20 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 def load_vocab(vocab: str) -> list[str]:
-  """The token list for `config.tokenizer.vocab`: "synthetic" or a vocab.txt path."""
+  """The token list for `config.tokenizer.vocab`: "synthetic", "minilm", a vocab.txt or a folder holding one."""
   if vocab == "synthetic":
     from cmccl_jax.data import shapes_scene
     return list(SPECIAL_TOKENS) + list(shapes_scene.VOCAB)
+  if vocab == "minilm":
+    from cmccl_jax.models import hf_import
+    vocab = os.path.join(hf_import.default_minilm_path(), "vocab.txt")
   path = os.path.expanduser(vocab)
+  if os.path.isdir(path):
+    path = os.path.join(path, "vocab.txt")
   if not os.path.isfile(path):
     raise FileNotFoundError(
-        f"config.tokenizer.vocab={vocab!r} is neither 'synthetic' nor an existing vocab.txt file; "
-        "point it at the vocab.txt of a BERT checkpoint folder.")
+        f"config.tokenizer.vocab={vocab!r}: {path} is not an existing vocab.txt file; use 'synthetic', "
+        "'minilm', or the vocab.txt (or folder) of a BERT checkpoint.")
   with open(path, encoding="utf-8") as f:
     return [line.rstrip("\n") for line in f]
 

@@ -7,9 +7,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cmccl_jax.models import hf_import
+from cmccl_jax.models.bert import BertEncoder
 from cmccl_jax.models.text_transformer import TextTransformer
-from cmccl_jax.train import staging
 from cmccl_jax.models.vit import ViT
+from cmccl_jax.train import staging
+
+# config.model.text.kind -> the module of the text tower.
+TEXT_TOWERS = {"transformer": TextTransformer, "bert": BertEncoder}
+# Fields of config.model.text that describe where the tower comes from, not its module.
+_TEXT_SOURCE_FIELDS = ("kind", "checkpoint")
 
 
 def _maybe_locked(tower, inputs, train: bool, lock: bool):
@@ -27,6 +34,7 @@ class DualEncoder(nn.Module):
   """
   image: dict[str, Any]
   text: dict[str, Any]
+  text_kind: str = "transformer"
   embed_dim: int = 128
   scale_init: float = 1 / 0.07
   max_scale: float = 100.0
@@ -36,7 +44,7 @@ class DualEncoder(nn.Module):
 
   def setup(self):
     self.image_tower = ViT(**self.image)
-    self.text_tower = TextTransformer(**self.text)
+    self.text_tower = TEXT_TOWERS[self.text_kind](**self.text)
     self.image_proj = nn.Dense(self.embed_dim, use_bias=False, name="image_proj")
     self.text_proj = nn.Dense(self.embed_dim, use_bias=False, name="text_proj")
     self.log_scale = self.param("log_scale", nn.initializers.constant(math.log(self.scale_init)), ())
@@ -57,12 +65,57 @@ class DualEncoder(nn.Module):
     return z_img, z_txt, {"scale": self.logit_scale(), "bias": self.bias}
 
 
+def text_tower_fields(config, vocab_size: int) -> tuple[str, dict[str, Any], str | None]:
+  """(kind, module fields, checkpoint folder or None) of config.model.text.
+
+  A "bert" tower with a `checkpoint` ("minilm" or a Hugging Face folder) takes its
+  architecture from the checkpoint's config.json; `pool` and `dropout`, when set
+  in the config, override the checkpoint's. Without a checkpoint every field
+  comes from the config and the tower starts from random weights.
+  """
+  text = dict(config.model.text)
+  kind = text.get("kind", "transformer")
+  if kind not in TEXT_TOWERS:
+    raise ValueError(f"config.model.text.kind={kind!r} is not one of {', '.join(map(repr, TEXT_TOWERS))}.")
+  checkpoint = text.get("checkpoint") or None
+  fields = {k: v for k, v in text.items() if k not in _TEXT_SOURCE_FIELDS}
+  max_len = int(config.tokenizer.max_len)
+  if kind == "transformer":
+    if checkpoint:
+      raise ValueError(f"config.model.text.checkpoint={checkpoint!r} needs config.model.text.kind='bert'; "
+                       "a 'transformer' tower always starts from scratch.")
+    return kind, {**fields, "vocab_size": vocab_size, "max_len": max_len}, None
+  fields = {k: v for k, v in fields.items() if v is not None}  # None: the checkpoint's or BertEncoder's default
+  if checkpoint:
+    folder = hf_import.resolve_checkpoint(checkpoint)
+    fields = {**hf_import.bert_config_from_hf(folder), **fields}
+  else:
+    folder = None
+    fields = {**fields, "vocab_size": vocab_size}
+  if fields.get("vocab_size") != vocab_size:
+    raise ValueError(
+        f"the text checkpoint {checkpoint!r} has a vocabulary of {fields.get('vocab_size')} tokens but the "
+        f"tokenizer (config.tokenizer.vocab={config.tokenizer.vocab!r}) has {vocab_size}; set "
+        f"--config.tokenizer.vocab to the checkpoint's vocab.txt (or 'minilm' for the default checkpoint).")
+  max_positions = int(fields.get("max_position_embeddings", 512))
+  if max_len > max_positions:
+    raise ValueError(f"config.tokenizer.max_len={max_len} exceeds the BERT tower's max_position_embeddings="
+                     f"{max_positions}; lower --config.tokenizer.max_len.")
+  return kind, fields, folder
+
+
 def dual_encoder_from_config(config, vocab_size: int) -> DualEncoder:
   """The DualEncoder a config describes; the text tower's vocabulary comes from the tokenizer."""
-  text = dict(config.model.text)
-  text.update(vocab_size=vocab_size, max_len=int(config.tokenizer.max_len))
-  return DualEncoder(image=dict(config.model.image), text=text, embed_dim=int(config.model.embed_dim),
+  text_kind, text, _ = text_tower_fields(config, vocab_size)
+  return DualEncoder(image=dict(config.model.image), text=text, text_kind=text_kind,
+                     embed_dim=int(config.model.embed_dim),
                      scale_init=float(config.loss.scale_init), max_scale=float(config.loss.max_scale),
                      bias_init=float(config.loss.bias_init),
                      lock_image=staging.locked(config.staging, "image"),
                      lock_text=staging.locked(config.staging, "text"))
+
+
+def pretrained_params(config, vocab_size: int) -> dict[str, Any]:
+  """{submodule name: params} to load over the fresh init: the text checkpoint's weights, if any."""
+  _, _, folder = text_tower_fields(config, vocab_size)
+  return {"text_tower": hf_import.load_bert_params(folder)} if folder else {}

