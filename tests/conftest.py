@@ -1,6 +1,8 @@
 """Test set-up: 8 simulated CPU devices (before jax is imported) and shared fixtures."""
 
+import ipaddress
 import os
+import socket
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -11,6 +13,37 @@ import tensorflow as tf  # noqa: E402
 tf.config.set_visible_devices([], "GPU")
 
 from tests import tiny  # noqa: E402
+
+
+class NetworkAccessError(RuntimeError):
+  pass
+
+
+def _loopback(address) -> bool:
+  host = address[0] if isinstance(address, tuple) else address
+  if host == "localhost":
+    return True
+  try:
+    return ipaddress.ip_address(host).is_loopback
+  except ValueError:
+    return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_network():
+  """Nothing may download at run time: any connection off this machine fails the test that makes it."""
+  connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+  def guarded(method):
+    def call(sock, address):
+      if sock.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address):
+        raise NetworkAccessError(f"a test tried to reach {address!r}; nothing may touch the network.")
+      return method(sock, address)
+    return call
+
+  socket.socket.connect, socket.socket.connect_ex = guarded(connect), guarded(connect_ex)
+  yield
+  socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
 
 
 @pytest.fixture(scope="session")
