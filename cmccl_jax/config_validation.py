@@ -1,5 +1,7 @@
 """Checks a resolved config before anything expensive runs, with messages that say the fix."""
 
+import os
+
 from cmccl_jax.curriculum.pacing import PACINGS
 from cmccl_jax.train import staging
 
@@ -18,10 +20,57 @@ def _positive(value, field: str) -> None:
     raise ValueError(f"config.{field}={value!r} must be a positive integer.")
 
 
+def _probability(value, field: str) -> None:
+  if not 0.0 <= float(value) <= 1.0:
+    raise ValueError(f"config.{field}={value!r} is a probability and must be in [0, 1].")
+
+
+def _ordered_range(value, field: str, low: float, high: float | None = None) -> None:
+  """A (min, max) pair with low < min <= max (<= high)."""
+  ok = isinstance(value, (tuple, list)) and len(value) == 2
+  ok = ok and low < float(value[0]) <= float(value[1]) and (high is None or float(value[1]) <= high)
+  if not ok:
+    bound = f"{low} < min <= max" + (f" <= {high}" if high is not None else "")
+    raise ValueError(f"config.{field}={value!r} must be a (min, max) pair with {bound}, "
+                     f"e.g. --config.{field}='(0.5, 1.0)'.")
+
+
+def validate_augment(config) -> None:
+  """`config.augment` and `config.data.image_size`: ranges, probabilities, the synonym table's file."""
+  size = config.data.get("image_size")
+  if size is not None and int(size) <= 0:
+    raise ValueError(f"config.data.image_size={size!r} must be a positive integer, or None for the dataset's "
+                     "stored size.")
+  image, text = config.augment.image, config.augment.text
+  _ordered_range(image.crop_scale, "augment.image.crop_scale", 0.0, 1.0)
+  _ordered_range(image.crop_ratio, "augment.image.crop_ratio", 0.0)
+  _ordered_range(image.blur_sigma, "augment.image.blur_sigma", 0.0)
+  if not 0.0 <= float(image.color_jitter) <= 2.5:
+    raise ValueError(f"config.augment.image.color_jitter={image.color_jitter!r} must be in [0, 2.5] (0 = off; "
+                     "the hue shift 0.2*strength must stay <= 0.5); SimCLR uses 1.0.")
+  for field in ("color_jitter_prob", "blur_prob"):
+    _probability(image[field], f"augment.image.{field}")
+  for field in ("word_dropout", "word_reorder", "synonym_prob"):
+    _probability(text[field], f"augment.text.{field}")
+  if float(text.synonym_prob) > 0:
+    if not text.synonyms:
+      raise ValueError(
+          f"config.augment.text.synonym_prob={text.synonym_prob} needs a synonym table but "
+          "config.augment.text.synonyms is empty; set --config.augment.text.synonyms=default (derived from "
+          "all-MiniLM-L6-v2 embeddings, cached) or the path of a word<TAB>syn1,syn2 file.")
+    path = os.path.expanduser(text.synonyms)
+    if text.synonyms != "default" and not os.path.isfile(path):
+      raise FileNotFoundError(
+          f"config.augment.text.synonyms={text.synonyms!r}: no such file ({os.path.abspath(path)}). Make one "
+          f"with `python -m preprocess.synonyms --out={text.synonyms}` (neighbours in all-MiniLM-L6-v2's "
+          "embeddings), use --config.augment.text.synonyms=default, or write word<TAB>syn1,syn2 lines.")
+
+
 def validate(config) -> None:
   _choice(config.model_type, "model_type", MODEL_TYPES)
   _choice(config.loss.kind, "loss.kind", LOSS_KINDS)
   _choice(config.curriculum.pacing, "curriculum.pacing", PACINGS)
+  validate_augment(config)
   for field in ("num_steps", "batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
                 "keep_checkpoints", "curriculum.num_blocks"):
     value = config

@@ -5,6 +5,7 @@ be overridden on the command line, e.g. `--config.num_steps=200`.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -19,10 +20,46 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.shuffle_buffer = 2048
+  # Model input resolution: shorter side resized to it, then a centre crop. None
+  # keeps the dataset's fixed stored size (synthetic_shapes: synthetic.image_size);
+  # datasets of varying image size (COCO, folders) need a value, e.g. 224.
+  c.data.image_size = config_dict.placeholder(int)
   # Builder parameters of synthetic_shapes (ignored by other datasets).
   c.data.synthetic = ml_collections.ConfigDict(dict(
       image_size=32, num_train=8000, num_validation=500, num_test=1000,
       max_objects=4, num_captions=5, corrupt_fraction=0.0, seed=0))
+  # Builder parameters of coco_captions2014, read from a local COCO-2014 copy: root holds
+  # train2014/, val2014/ and annotations/; karpathy_split is Karpathy's dataset_coco.json
+  # ("" = train2014/val2014 as train/validation; relative paths are from root). Images
+  # are stored with their shorter side image_size (0 = original). Its scorer is caption_length.
+  c.data.coco = ml_collections.ConfigDict(dict(root="", karpathy_split="", image_size=256))
+  # Builder parameters of image_text_folder: images under root plus captions.jsonl or
+  # captions.tsv (captions_file "" = whichever is in root); images whose captions name no
+  # split are held out by a stable hash of their path.
+  c.data.folder = ml_collections.ConfigDict(dict(
+      root="", captions_file="", image_size=256, validation_fraction=0.05, test_fraction=0.05))
+
+  # Training-only augmentation (evaluation never augments), all off here: the
+  # synthetic captions state spatial relations ("left of") and colours, so flips,
+  # colour jitter, word swaps or synonyms (above↔below) would make captions false.
+  # Natural-image sets usually want random_resized_crop=True (and flip=True if
+  # captions avoid left/right). Randomness is stateless in (seed, example index),
+  # so resumed runs see the same augmented stream. See cmccl_jax/data/augment.py.
+  c.augment = ml_collections.ConfigDict()
+  c.augment.image = ml_collections.ConfigDict(dict(
+      random_resized_crop=False,    # Inception crop instead of resize + centre crop
+      crop_scale=(0.5, 1.0),        # area fraction of the crop
+      crop_ratio=(3 / 4, 4 / 3),    # aspect ratio (width / height) of the crop
+      flip=False,                   # horizontal flip with probability 1/2
+      color_jitter=0.0,             # SimCLR strength in [0, 2.5]; 0 = off (ImageNet: 1.0)
+      color_jitter_prob=0.8,
+      blur_prob=0.0,                # Gaussian blur probability; 0 = off (SimCLR: 0.5)
+      blur_sigma=(0.1, 2.0)))       # sigma range in pixels
+  c.augment.text = ml_collections.ConfigDict(dict(
+      word_dropout=0.0,             # drop each word with this probability (never all of them)
+      word_reorder=0.0,             # swap each pair of adjacent words with this probability
+      synonym_prob=0.0,             # replace each word that has synonyms with this probability
+      synonyms=""))                 # "default" (from MiniLM embeddings, cached) or a word<TAB>syn1,syn2 file
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.vocab = "synthetic"   # "synthetic" or a path to a BERT vocab.txt

@@ -2,8 +2,13 @@
 
   python -m preprocess [--config=configs/default.py] [--dataset=NAME] [--data_dir=DIR] [--config.x=y]
 
-Builds what `config.data` describes (dataset, data_dir, builder parameters) and
-prints a summary: examples per split and, per scorer, the block edges and sizes.
+  python -m preprocess --dataset=coco_captions2014 --config.data.coco.root=/data/coco \\
+      [--config.data.coco.karpathy_split=dataset_coco.json]
+  python -m preprocess --dataset=image_text_folder --config.data.folder.root=/data/mine
+
+Builds what `config.data` describes (dataset, data_dir, builder parameters) with
+progress bars, then prints a summary: examples per split, what was skipped per
+split and reason, and per scorer the block edges and block sizes.
 """
 
 import os
@@ -17,15 +22,60 @@ _DATASET = flags.DEFINE_string("dataset", None, "Overrides config.data.name.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Overrides config.data.data_dir.")
 
 
+def _block_sizes_from_shards(builder, num_blocks: int) -> dict[str, dict[str, list[int]]]:
+  """{scorer: {split: sizes}} counted from the shards, for builds that did not record them."""
+  import numpy as np
+  import tensorflow_datasets as tfds
+  sizes: dict[str, dict[str, list[int]]] = {}
+  for split in builder.info.splits:
+    ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+    for blocks in ds.map(lambda ex: ex["block"]).batch(4096).as_numpy_iterator():
+      for name, values in blocks.items():
+        counts = sizes.setdefault(name, {}).get(split, 0) + np.bincount(values, minlength=num_blocks)
+        sizes[name][split] = counts
+  return {name: {split: c.tolist() for split, c in per_split.items()} for name, per_split in sizes.items()}
+
+
+def summary(builder, num_blocks: int) -> list[str]:
+  """The lines printed after a build: examples, skips and blocks per split."""
+  from cmccl_jax.data import captioned_images
+  metadata = dict(builder.info.metadata or {})
+  lines = [f"{builder.name} ({builder.builder_config.name}) in {builder.data_dir}"]
+  written = {split: info.num_examples for split, info in builder.info.splits.items()}
+  for split in metadata.get("num_examples") or written:
+    lines.append(f"  {split}: {written[split]} examples" if split in written else
+                 f"  {split}: 0 examples (empty, not written)")
+  if "skipped" in metadata:
+    lines.append("  skipped:")
+    reasons = set()
+    for split, counts in metadata["skipped"].items():
+      reasons.update(counts)
+      where = "not tied to a split" if split == captioned_images.UNASSIGNED else split
+      text = ", ".join(f"{reason} {n}" for reason, n in counts.items()) or "nothing"
+      lines.append(f"    {where}: {text}")
+    for reason in sorted(reasons):
+      lines.append(f"      ({reason}: {captioned_images.SKIP_REASONS.get(reason, '?')})")
+  edges = metadata.get("block_edges", {})
+  block_sizes = metadata.get("block_sizes") or _block_sizes_from_shards(builder, num_blocks)
+  for name, per_split in block_sizes.items():
+    lines.append(f"  block/{name}: edges {[round(float(e), 3) for e in edges.get(name, [])]}")
+    for split, sizes in per_split.items():
+      lines.append(f"    {split} block sizes {list(sizes)}")
+  return lines
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)
-  import numpy as np
   import tensorflow as tf
+  import tensorflow_datasets as tfds
   tf.config.set_visible_devices([], "GPU")
+  # TFDS's tqdm bars (ours in the checking pass too) go to stderr whatever the
+  # absl verbosity; make sure nothing switched them off.
+  tfds.enable_progress_bar()
   from cmccl_jax.data import datasets
 
   config = _CONFIG.value
@@ -37,17 +87,7 @@ def main(argv) -> None:
     config.data.auto_prepare = True
   os.makedirs(os.path.expanduser(config.data.data_dir), exist_ok=True)
   builder = datasets.get_builder(config.data, int(config.curriculum.num_blocks))
-  print(f"{builder.name} ({builder.builder_config.name}) in {builder.data_dir}")
-  for split, info in builder.info.splits.items():
-    print(f"  {split}: {info.num_examples} examples")
-  edges = builder.info.metadata.get("block_edges", {}) if builder.info.metadata else {}
-  train = builder.as_dataset(split="train").map(lambda ex: ex["block"])
-  counts: dict[str, np.ndarray] = {}
-  for blocks in train.batch(4096).as_numpy_iterator():
-    for name, values in blocks.items():
-      counts[name] = counts.get(name, 0) + np.bincount(values, minlength=int(config.curriculum.num_blocks))
-  for name, c in counts.items():
-    print(f"  block/{name}: train block sizes {c.tolist()}, edges {np.round(edges.get(name, []), 3).tolist()}")
+  print("\n".join(summary(builder, int(config.curriculum.num_blocks))), flush=True)
 
 
 if __name__ == "__main__":

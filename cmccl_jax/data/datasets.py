@@ -9,11 +9,17 @@ import os
 import jax
 import tensorflow_datasets as tfds
 
+from cmccl_jax.data import coco_captions
+from cmccl_jax.data import image_text_folder
 from cmccl_jax.data import synthetic_shapes
 
 # Datasets that need no files from the user and are built on first use.
 BUILT_IN = ("synthetic_shapes",)
-KNOWN = BUILT_IN
+# Datasets built from the user's local files (config.data.<key>.root). With
+# auto_prepare they too are built on first use, from those files; that takes long
+# for COCO, where `python -m preprocess` shows progress and a summary of what it skipped.
+FROM_LOCAL_FILES = ("coco_captions2014", "image_text_folder")
+KNOWN = BUILT_IN + FROM_LOCAL_FILES
 
 
 def _synthetic_builder(data_config, num_blocks: int, data_dir: str):
@@ -23,22 +29,53 @@ def _synthetic_builder(data_config, num_blocks: int, data_dir: str):
       data_dir=data_dir, config=synthetic_shapes.synthetic_shapes_config(**params))
 
 
+def _local_params(data_config, key: str, name: str, num_blocks: int) -> dict:
+  """The builder parameters in config.data.<key>, which must name the local root folder."""
+  if key not in data_config:
+    raise ValueError(f"config.data.{key} is missing; {name} needs its builder parameters there "
+                     "(see configs/default.py).")
+  params = dict(data_config[key])
+  if not params.get("root"):
+    raise ValueError(f"config.data.name={name!r} is built from local files, but config.data.{key}.root is "
+                     f"empty; set --config.data.{key}.root=/path/to/{key}.")
+  params["num_blocks"] = num_blocks
+  return params
+
+
+def _coco_builder(data_config, num_blocks: int, data_dir: str):
+  params = _local_params(data_config, "coco", "coco_captions2014", num_blocks)
+  return coco_captions.CocoCaptions2014(data_dir=data_dir, config=coco_captions.coco_captions_config(**params))
+
+
+def _folder_builder(data_config, num_blocks: int, data_dir: str):
+  params = _local_params(data_config, "folder", "image_text_folder", num_blocks)
+  return image_text_folder.ImageTextFolder(
+      data_dir=data_dir, config=image_text_folder.image_text_folder_config(**params))
+
+
+_BUILDERS = {
+    "synthetic_shapes": _synthetic_builder,
+    "coco_captions2014": _coco_builder,
+    "image_text_folder": _folder_builder,
+}
+
+
 def get_builder(data_config, num_blocks: int) -> tfds.core.DatasetBuilder:
-  """The prepared builder for `config.data`, building a built-in dataset on first use."""
+  """The prepared builder for `config.data`, building it on first use if auto_prepare."""
   name = data_config.name
   if name not in KNOWN:
     raise ValueError(
         f"unknown dataset config.data.name={name!r}; known datasets: {', '.join(KNOWN)}. "
         "Fix the name, e.g. --config.data.name=synthetic_shapes.")
   data_dir = os.path.abspath(os.path.expanduser(data_config.data_dir))
-  auto = bool(data_config.auto_prepare) and name in BUILT_IN
+  auto = bool(data_config.auto_prepare)
   if not os.path.isdir(data_dir) and not auto:
     raise FileNotFoundError(
         f"data directory config.data.data_dir={data_config.data_dir!r} ({data_dir}) does not exist. "
         f"Build {name} there with `python -m preprocess --config=<your config and overrides> "
         f"--data_dir={data_dir}`, "
         "or point --config.data.data_dir at the folder where it was built.")
-  builder = _synthetic_builder(data_config, num_blocks, data_dir)
+  builder = _BUILDERS[name](data_config, num_blocks, data_dir)
   if not builder.is_prepared():
     if not auto:
       raise FileNotFoundError(

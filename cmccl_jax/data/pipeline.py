@@ -1,10 +1,15 @@
 """tf.data input pipelines over the TFDS shards.
 
 Training: each process reads its own slice of the split, shuffles, picks one
-random caption per image per step (stateless in the element index, so the stream
-is a pure function of the seed and the iterator state can be checkpointed), and
-batches to the per-process batch size. Evaluation: every process walks the whole
-split in the same order, so all processes run the same number of sharded steps.
+random caption per image per step and augments image and caption (all stateless
+in the element index, so the stream is a pure function of the seed and the
+iterator state can be checkpointed), and batches to the per-process batch size.
+Evaluation: every process walks the whole split in the same order, so all
+processes run the same number of sharded steps; it never augments.
+
+Images of any stored size reach the model at `image_shape(builder, config)`:
+shorter side resized to `config.data.image_size`, centre crop (or the random
+resized crop of `config.augment.image`).
 """
 
 import functools
@@ -14,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cmccl_jax.data import augment, synonyms
 from cmccl_jax.data.tokenizer import Tokenizer
 
 
@@ -24,13 +30,35 @@ def _options() -> tf.data.Options:
   return options
 
 
-def _train_example(index, example, *, image_feature, scorer: str, seed: int):
+def image_shape(builder: tfds.core.DatasetBuilder, config) -> tuple[int, int, int]:
+  """The model's input image shape: `config.data.image_size` squared, or the dataset's fixed stored size.
+
+  The one place that decides it, so the model, training and evaluation agree.
+  """
+  stored = tuple(builder.info.features["image"].shape)
+  channels = stored[-1] or 3
+  size = config.data.get("image_size")
+  if size is None:
+    if None in stored[:2] or stored[0] != stored[1]:
+      raise ValueError(
+          f"{builder.name} stores images of {'varying size' if None in stored[:2] else f'size {stored}'} "
+          "and config.data.image_size is None; set the model's input resolution, e.g. "
+          "--config.data.image_size=224 (shorter side resized to it, then a centre crop).")
+    return (int(stored[0]), int(stored[1]), int(channels))
+  if int(size) <= 0:
+    raise ValueError(f"config.data.image_size={size!r} must be a positive integer (or None for the stored size).")
+  return (int(size), int(size), int(channels))
+
+
+def _train_example(index, example, *, image_feature, scorer: str, seed: int, size: int, augment_config,
+                   synonym_table):
   captions = example["captions"]
-  pick = tf.random.stateless_uniform(
-      [], seed=tf.stack([tf.constant(seed, tf.int64), index]), maxval=tf.shape(captions)[0], dtype=tf.int32)
+  element_seed = tf.stack([tf.constant(seed, tf.int64), index])
+  pick = tf.random.stateless_uniform([], seed=element_seed, maxval=tf.shape(captions)[0], dtype=tf.int32)
+  image = image_feature.decode_example(example["image"])
   return {
-      "image": image_feature.decode_example(example["image"]),
-      "caption": captions[pick],
+      "image": augment.augment_image(image, element_seed, size, augment_config.image),
+      "caption": augment.augment_caption(captions[pick], element_seed, augment_config.text, synonym_table),
       "block": tf.cast(example["block"][scorer], tf.int32),
       "difficulty": tf.cast(example["difficulty"][scorer], tf.float32),
       "id": example["id"],
@@ -48,7 +76,11 @@ def _tokenize_batch(tokenizer: Tokenizer):
 
 def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenizer,
                   local_batch_size: int) -> tf.data.Dataset:
-  """Infinite, shuffled, batched training stream of this process's slice."""
+  """Infinite, shuffled, augmented, batched training stream of this process's slice."""
+  size = image_shape(builder, config)[0]
+  table = None
+  if config.augment.text.synonym_prob > 0:
+    table = augment.SynonymTable(synonyms.load(config.augment.text.synonyms, config.data.data_dir))
   split = tfds.split_for_jax_process(config.data.train_split, drop_remainder=True)
   seed = int(config.seed) * 1000 + jax.process_index()
   ds = builder.as_dataset(
@@ -57,7 +89,8 @@ def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenize
   ds = ds.repeat().shuffle(int(config.data.shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
   ds = ds.enumerate().map(
       functools.partial(_train_example, image_feature=builder.info.features["image"],
-                        scorer=config.curriculum.scorer, seed=seed),
+                        scorer=config.curriculum.scorer, seed=seed, size=size, augment_config=config.augment,
+                        synonym_table=table),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   ds = ds.map(_tokenize_batch(tokenizer), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
@@ -65,13 +98,16 @@ def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenize
 
 
 def eval_examples(builder: tfds.core.DatasetBuilder, split: str, tokenizer: Tokenizer,
-                  batch_size: int):
-  """Yields {'image': uint8 [b, H, W, 3], 'tokens': int32 [b, C, L], 'id': [b]} over the whole split.
+                  batch_size: int, image_size: int):
+  """Yields {'image': uint8 [b, S, S, 3], 'tokens': int32 [b, C, L], 'id': [b]} over the whole split.
 
-  The last batch may be short; callers pad it (fixed shapes keep one compilation).
+  Images are resized (shorter side to `image_size`) and centre-cropped, never
+  augmented. Images with fewer captions get all-padding rows. The last batch may
+  be short; callers pad it (fixed shapes keep one compilation).
   """
   def prepare(example):
-    return {"image": example["image"], "tokens": tokenizer(example["captions"]), "id": example["id"]}
+    return {"image": augment.resize_shorter_center_crop(example["image"], image_size),
+            "tokens": tokenizer(example["captions"]), "id": example["id"]}
 
   ds = builder.as_dataset(split=split, shuffle_files=False)
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

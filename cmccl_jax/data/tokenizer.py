@@ -42,6 +42,7 @@ class Tokenizer:
     if max_len < 3:
       raise ValueError(f"config.tokenizer.max_len={max_len} leaves no room for text between [CLS] and [SEP].")
     self.vocab_size = len(vocab)
+    self.vocab = list(vocab)
     self.max_len = max_len
     self.cls_id = vocab.index("[CLS]")
     self.sep_id = vocab.index("[SEP]")
@@ -59,6 +60,25 @@ class Tokenizer:
     ids = tf.concat([cls, ids, sep], axis=1)
     ids = ids.to_tensor(default_value=0, shape=[None, self.max_len])
     return tf.reshape(ids, tf.concat([tf.shape(text), [self.max_len]], axis=0))
+
+  def decode(self, ids) -> list[str]:
+    """int [n, max_len] ids → n strings of word pieces ("##" joined), without [CLS]/[SEP]/[PAD].
+
+    For showing what the model reads (TensorBoard), so [UNK] and truncation stay visible.
+    """
+    texts = []
+    for row in ids:
+      words: list[str] = []
+      for i in row:
+        if int(i) in (0, self.cls_id, self.sep_id):
+          continue
+        token = self.vocab[int(i)]
+        if token.startswith("##") and words:
+          words[-1] += token[2:]
+        else:
+          words.append(token)
+      texts.append(" ".join(words))
+    return texts
 
 
 def build_tokenizer(tokenizer_config) -> Tokenizer:

@@ -17,11 +17,12 @@ from cmccl_jax.train import dual_encoder_step
 class RetrievalEvaluator:
   """Image→text and text→image retrieval; every caption of an image is a positive."""
 
-  def __init__(self, builder, split: str, tokenizer, mesh, model, param_shardings, batch_size: int):
+  def __init__(self, builder, split: str, tokenizer, mesh, model, param_shardings, batch_size: int,
+               image_size: int):
     self.mesh = mesh
     self.batch_size = batch_size
     parallel.local_batch_size(batch_size, mesh)  # validates divisibility
-    self._examples = functools.partial(pipeline.eval_examples, builder, split, tokenizer, batch_size)
+    self._examples = functools.partial(pipeline.eval_examples, builder, split, tokenizer, batch_size, image_size)
     data = parallel.data_sharding(mesh)
     out = parallel.replicated(mesh)
     self._embed_images = jax.jit(functools.partial(dual_encoder_step.embed_images, model=model),

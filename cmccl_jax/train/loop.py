@@ -43,13 +43,29 @@ class Experiment:
     datasets.check_curriculum_fields(self.builder, config.curriculum.scorer, k)
     self.tokenizer = build_tokenizer(config.tokenizer)
     # ---------------------------------------------------------------- model + sharding
-    self.setup = ModelSetup(config, self.mesh, self.builder.info.features["image"].shape,
-                            self.tokenizer.vocab_size)
+    self.image_shape = pipeline.image_shape(self.builder, config)
+    self.setup = ModelSetup(config, self.mesh, self.image_shape, self.tokenizer.vocab_size)
 
   def evaluator(self) -> RetrievalEvaluator:
     return RetrievalEvaluator(self.builder, self.config.data.eval_split, self.tokenizer, self.mesh,
                               self.setup.model, self.setup.state_shardings.params,
-                              int(self.config.eval_batch_size))
+                              int(self.config.eval_batch_size), self.image_shape[0])
+
+
+def _write_input_examples(writer, step: int, batch: dict[str, np.ndarray], tokenizer, count: int = 16) -> None:
+  """The first training images and captions as the model sees them (augmented, tokenized) in TensorBoard."""
+  images = np.asarray(batch["image"][:count])
+  cols = int(np.ceil(np.sqrt(len(images))))
+  rows = -(-len(images) // cols)
+  n, h, w, c = images.shape
+  grid = np.zeros((rows * (h + 2), cols * (w + 2), c), np.uint8)  # a black 1-pixel frame per image
+  for i, image in enumerate(images):
+    r, q = divmod(i, cols)
+    grid[r * (h + 2) + 1:r * (h + 2) + 1 + h, q * (w + 2) + 1:q * (w + 2) + 1 + w] = image
+  captions = tokenizer.decode(np.asarray(batch["tokens"][:n]))
+  writer.write_images(step, {"train/augmented_examples": grid[None]})
+  writer.write_texts(step, {"train/augmented_captions": "\n\n".join(
+      f"{i} (row {i // cols}, col {i % cols}): `{text}`" for i, text in enumerate(captions))})
 
 
 def _scalars(metrics, num_blocks: int) -> dict[str, float]:
@@ -106,8 +122,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     print(f"[{name}] already trained to step {start} (config.num_steps={num_steps}).", flush=True)
   t_start, t_last, last_logged = None, None, start
   for step in range(start + 1, num_steps + 1):
-    batch = parallel.global_batch(exp.mesh, next(train_iter))
-    state, metrics = step_fn(state, batch)
+    host_batch = next(train_iter)
+    if step == start + 1:
+      _write_input_examples(writer, step, host_batch, exp.tokenizer)
+    state, metrics = step_fn(state, parallel.global_batch(exp.mesh, host_batch))
 
     if t_start is None:  # the first step compiles; time the rest
       jax.block_until_ready(state)

@@ -1,0 +1,30 @@
+"""`python -m preprocess` builds a real-data set with progress bars and prints what it skipped."""
+
+import os
+import subprocess
+import sys
+
+from tests import captioned_fixtures as fx
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_preprocess_folder_prints_examples_skips_and_blocks(tmp_path):
+  root = fx.make_folder(str(tmp_path / "folder"), fmt="jsonl")
+  env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="3")
+  r = subprocess.run(
+      [sys.executable, "-m", "preprocess", "--config=configs/default.py", "--dataset=image_text_folder",
+       f"--data_dir={tmp_path / 'tfds'}", f"--config.data.folder.root={root}", "--config.data.folder.image_size=16",
+       "--config.curriculum.num_blocks=2"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  out = r.stdout
+  expected = fx.expected_folder()
+  for split in ("train", "validation", "test"):
+    assert f"  {split}: {len(expected[split])} examples\n" in out, out
+  assert ("    train: corrupt_image 1, empty_caption 2, missing_image 1, no_caption 4, truncated_image 1, "
+          "undecodable_caption 1\n") in out, out
+  assert "    validation: nothing\n" in out and "    not tied to a split: malformed_record 1\n" in out, out
+  assert "(truncated_image: images with a valid header whose data is cut off)" in out, out
+  assert "  block/caption_length: edges [" in out and "    train block sizes [" in out, out
+  assert "Checking and scoring train" in r.stderr  # the progress bar of the first pass
