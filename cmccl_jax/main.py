@@ -6,12 +6,12 @@
 
 import json
 import os
-import re
-import sys
 
 from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
+
+from cmccl_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/X.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory (exp/NAME).", required=True)
@@ -57,30 +57,5 @@ def main(argv) -> None:
     loop.evaluate_checkpoints(_load_saved_config(workdir), workdir)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, with ml_collections' unknown-field error turned into a message that names the flag."""
-  try:
-    return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as e:
-    detail = str(e.args[0]) if e.args else str(e)
-    field = (re.findall(r"'([^'\\]+)", detail) or ["?"])[0]
-    hint = (re.findall(r"Did you mean [^?]*\?", detail) or [""])[0]
-    bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and field in a.split("=")[0]]
-    raise SystemExit(
-        " ".join(filter(None, [
-            f"error: unknown config field {bad[0] if bad else field!r}: the config has no field {field!r}.", hint,
-            "The fields and their defaults are in the --config file (configs/default.py by default)."])))
-
-
-def run() -> None:
-  try:
-    app.run(main, flags_parser=parse_flags)
-  except (ValueError, FileNotFoundError) as e:
-    if os.environ.get("CMCCL_TRACEBACK"):
-      raise
-    print(f"error: {e}\n(set CMCCL_TRACEBACK=1 for the full traceback)", file=sys.stderr)
-    sys.exit(2)
-
-
 if __name__ == "__main__":
-  run()
+  cli.run(main)

@@ -16,6 +16,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cmccl_jax import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Config whose `data` to build.",
                                           lock_config=True)
 _DATASET = flags.DEFINE_string("dataset", None, "Overrides config.data.name.")
@@ -91,4 +93,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -12,6 +12,7 @@ false; delete those lines for your data.
 
 from absl import app, flags
 
+from cmccl_jax import cli
 from cmccl_jax.data import synonyms
 
 _OUT = flags.DEFINE_string("out", None, "Output TSV path.", required=True)
@@ -34,4 +35,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -23,4 +23,4 @@ def save_then_maybe_die(manager, step, *args, **kwargs):
 
 
 checkpointing.save = save_then_maybe_die
-entry.run()
+entry.cli.run(entry.main)

@@ -28,3 +28,14 @@ def test_preprocess_folder_prints_examples_skips_and_blocks(tmp_path):
   assert "(truncated_image: images with a valid header whose data is cut off)" in out, out
   assert "  block/caption_length: edges [" in out and "    train block sizes [" in out, out
   assert "Checking and scoring train" in r.stderr  # the progress bar of the first pass
+
+
+def test_missing_coco_folder_is_one_line_naming_it_before_any_build(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="3")
+  r = subprocess.run(
+      [sys.executable, "-m", "preprocess", "--config=configs/coco_vitb16_bert.py", f"--data_dir={tmp_path}",
+       f"--config.data.coco.root={tmp_path / 'coco'}"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 2, r.stderr[-3000:]
+  assert f"error: the COCO-2014 folder {tmp_path / 'coco'}" in r.stderr and "cocodataset.org" in r.stderr, r.stderr
+  assert "Traceback" not in r.stderr and "Downloading and preparing" not in r.stdout + r.stderr

@@ -250,6 +250,13 @@ class CaptionedImagesBuilder(tfds.core.GeneratorBasedBuilder):
   """Images with a variable number of captions, per-scorer difficulty and quantile block."""
 
   @abc.abstractmethod
+  def check_sources(self) -> None:
+    """Raises FileNotFoundError naming whatever source is missing and where to get it.
+
+    Called before a build starts, so a wrong path fails at once, not after TFDS set up.
+    """
+
+  @abc.abstractmethod
   def _read_records(self, skipped: SkipCounter) -> dict[str, list[Record]]:
     """{split: records} read from the sources, "train" first; caption problems counted in `skipped`.
 

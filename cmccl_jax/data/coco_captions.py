@@ -173,9 +173,12 @@ class CocoCaptions2014(ci.CaptionedImagesBuilder):
     # There is no sensible default: the source is the user's local copy.
     return coco_captions_config()
 
+  def check_sources(self) -> None:
+    check_layout(self.builder_config.root, self.builder_config.karpathy_split)
+
   def _read_records(self, skipped: ci.SkipCounter) -> dict[str, list[ci.Record]]:
     c = self.builder_config
-    check_layout(c.root, c.karpathy_split)
+    self.check_sources()
     if c.karpathy_split:
       assignment = _read_karpathy(c.karpathy_split, skipped)
       karpathy_split = {cocoid: split for cocoid, split, _ in assignment}

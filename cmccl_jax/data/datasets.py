@@ -9,6 +9,7 @@ import os
 import jax
 import tensorflow_datasets as tfds
 
+from cmccl_jax.data import captioned_images
 from cmccl_jax.data import coco_captions
 from cmccl_jax.data import image_text_folder
 from cmccl_jax.data import synthetic_shapes
@@ -83,6 +84,8 @@ def get_builder(data_config, num_blocks: int) -> tfds.core.DatasetBuilder:
           f"{data_dir}. Build it with `python -m preprocess --config=<your config and overrides> "
           f"--data_dir={data_dir}` "
           "or set --config.data.auto_prepare=True.")
+    if isinstance(builder, captioned_images.CaptionedImagesBuilder):
+      builder.check_sources()  # every process: a wrong path must not leave the others waiting
     if jax.process_index() == 0:
       print(f"Preparing {name} in {builder.data_dir} (first use) ...", flush=True)
       builder.download_and_prepare()

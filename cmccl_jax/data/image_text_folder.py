@@ -194,6 +194,9 @@ class ImageTextFolder(ci.CaptionedImagesBuilder):
     # There is no sensible default: the source is the user's own folder.
     return image_text_folder_config()
 
+  def check_sources(self) -> None:
+    find_captions_file(self.builder_config.root, self.builder_config.captions_file)
+
   def _read_records(self, skipped: ci.SkipCounter) -> dict[str, list[ci.Record]]:
     c = self.builder_config
     path = find_captions_file(c.root, c.captions_file)
