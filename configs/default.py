@@ -85,10 +85,44 @@ def get_config() -> ml_collections.ConfigDict:
   c.curriculum = ml_collections.ConfigDict()
   c.curriculum.scorer = "ground_truth"   # which difficulty/<scorer> and block/<scorer> to use
   c.curriculum.num_blocks = 4       # K quantile blocks, as built into the shards
-  c.curriculum.pacing = "root"      # none | phases | linear | root
+  # Pacing (cmccl_jax/curriculum/pacing.py): none | phases (cumulative) | disjoint_phases |
+  # linear | root | geometric (competence reaching all data at competence_steps).
+  c.curriculum.pacing = "root"
   c.curriculum.phase_steps = (100, 100, 100)
   c.curriculum.competence_steps = 300
   c.curriculum.competence_init = 0.25
+  c.curriculum.soft = False         # competence pacings: blocks fade in by the covered fraction
+  c.curriculum.order = "easy_first"  # easy_first | hard_first (anti-curriculum) | random (control)
+  c.curriculum.order_seed = 0
+  # The host sampler draws each batch from the blocks visible at its step, so the
+  # device mask (the same pacing function) drops (almost) nothing; without it the
+  # pacing only masks, and up to 1 - c0 of every early batch is wasted.
+  c.curriculum.host_sampler = True
+  # The learnable difficulty evaluator (cmccl_jax/curriculum/difficulty_head.py): an MLP
+  # on the pair's stop-gradient embeddings regressing its loss; hidden=0 turns it off.
+  c.curriculum.difficulty_head = ml_collections.ConfigDict(dict(hidden=64, weight=1.0))
+
+  # Offline difficulty scorers (cmccl_jax/curriculum/scorers.py), computed when the
+  # dataset is built and written into the shards as difficulty/<name> + block/<name>:
+  # caption_length, ground_truth (synthetic only), noun_count, knn_text, knn_image,
+  # misalignment, distillation, combined. Settings that change the scores are hashed
+  # into the build's name, so a changed teacher or k builds anew.
+  c.scoring = ml_collections.ConfigDict()
+  # () = the dataset's default: synthetic_shapes caption_length, ground_truth, noun_count;
+  # COCO and image folders caption_length, noun_count. On the command line:
+  # --config.scoring.scorers=caption_length,noun_count,knn_text
+  c.scoring.scorers = ()
+  c.scoring.teacher = ""            # dual-encoder experiment dir (exp/NAME) for knn_image, misalignment,
+                                    # distillation (and knn_text with text_teacher="teacher"); "" = none
+  c.scoring.teacher_step = -1       # its checkpoint: -1 latest, 0 earliest, else that step (pin one
+                                    # while the teacher still trains: a new latest means a new build)
+  c.scoring.student = ""            # distillation's student experiment; "" = the teacher's
+  c.scoring.student_step = 0        # -1 latest, 0 earliest (an early, weak student), else that step
+  c.scoring.text_teacher = "minilm"  # knn_text's encoder: "minilm", a Hugging Face BERT folder, or "teacher"
+  c.scoring.knn_k = 10              # neighbours averaged by knn_text / knn_image
+  c.scoring.combined = ("caption_length", "noun_count")  # members of `combined` (rank average)
+  c.scoring.distill_references = 1024  # training images distillation's distributions range over
+  c.scoring.batch_size = 256        # examples per scoring batch (changes no score)
 
   # Staged training per tower: "train" | "freeze" | "lock" (LiT); a "train" tower
   # stays frozen before <tower>_train_from_step.

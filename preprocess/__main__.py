@@ -8,7 +8,12 @@
 
 Builds what `config.data` describes (dataset, data_dir, builder parameters) with
 progress bars, then prints a summary: examples per split, what was skipped per
-split and reason, and per scorer the block edges and block sizes.
+split and reason, the scoring settings (teacher checkpoint, k, ...), and per
+scorer the block edges and block sizes. Which scorers run is `config.scoring`:
+
+  python -m preprocess --config.scoring.scorers=caption_length,noun_count,knn_text,combined
+  python -m preprocess --config.scoring.scorers=noun_count,knn_image,misalignment \\
+      --config.scoring.teacher=exp/demo
 """
 
 import os
@@ -57,6 +62,8 @@ def summary(builder, num_blocks: int) -> list[str]:
       lines.append(f"    {where}: {text}")
     for reason in sorted(reasons):
       lines.append(f"      ({reason}: {captioned_images.SKIP_REASONS.get(reason, '?')})")
+  for setting, value in (metadata.get("scoring") or {}).items():
+    lines.append(f"  scoring {setting}: {value}")
   edges = metadata.get("block_edges", {})
   block_sizes = metadata.get("block_sizes") or _block_sizes_from_shards(builder, num_blocks)
   for name, per_split in block_sizes.items():
@@ -88,7 +95,7 @@ def main(argv) -> None:
       config.data.data_dir = _DATA_DIR.value
     config.data.auto_prepare = True
   os.makedirs(os.path.expanduser(config.data.data_dir), exist_ok=True)
-  builder = datasets.get_builder(config.data, int(config.curriculum.num_blocks))
+  builder = datasets.get_builder(config.data, int(config.curriculum.num_blocks), config.scoring)
   print("\n".join(summary(builder, int(config.curriculum.num_blocks))), flush=True)
 
 

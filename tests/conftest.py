@@ -52,7 +52,7 @@ def tiny_data_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   config = tiny.tiny_config(data_dir)
   from cmccl_jax.data import datasets
-  datasets.get_builder(config.data, int(config.curriculum.num_blocks))
+  datasets.get_builder(config.data, int(config.curriculum.num_blocks), config.scoring)
   return data_dir
 
 

@@ -141,14 +141,20 @@ def test_sources_name_the_build_directory(official, karpathy, coco_root):
 def test_config_name_encodes_every_parameter(coco_root):
   base = coco_captions.coco_captions_config(root=coco_root)
   changes = dict(root=coco_root + "_other", karpathy_split="dataset_coco.json", image_size=0, num_blocks=5,
-                 scorers=("caption_length", "ground_truth"))
+                 scorers=("caption_length", "noun_count", "combined"))
   fields = {f.name for f in dataclasses.fields(coco_captions.CocoCaptionsConfig)}
-  assert set(changes) == fields - {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+  assert set(changes) | {"scoring"} == fields - {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
   names = {coco_captions.coco_captions_config(**{"root": coco_root, k: v}).name for k, v in changes.items()}
   assert len(names) == len(changes) and base.name not in names
   assert all(re.fullmatch(r"[\w.-]+", name) for name in names)
+  other_members = scorers.ScoringSettings(combined=("noun_count",))
+  assert (coco_captions.coco_captions_config(root=coco_root, scorers=changes["scorers"]).name
+          != coco_captions.coco_captions_config(root=coco_root, scorers=changes["scorers"], scoring=other_members).name)
+  assert base.scorers == ("caption_length", "noun_count")
   with pytest.raises(ValueError, match="image_size must be >= 0"):
     coco_captions.coco_captions_config(root=coco_root, image_size=-1)
+  with pytest.raises(ValueError, match=r"\['ground_truth'\] read fields only synthetic_shapes has"):
+    coco_captions.coco_captions_config(root=coco_root, scorers=("caption_length", "ground_truth"))
 
 
 def test_missing_root_names_the_path_and_where_to_get_it(tmp_path):

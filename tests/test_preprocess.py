@@ -9,13 +9,13 @@ from tests import captioned_fixtures as fx
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_preprocess_folder_prints_examples_skips_and_blocks(tmp_path):
+def test_preprocess_folder_prints_examples_skips_scoring_and_blocks(tmp_path):
   root = fx.make_folder(str(tmp_path / "folder"), fmt="jsonl")
   env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="3")
   r = subprocess.run(
       [sys.executable, "-m", "preprocess", "--config=configs/default.py", "--dataset=image_text_folder",
        f"--data_dir={tmp_path / 'tfds'}", f"--config.data.folder.root={root}", "--config.data.folder.image_size=16",
-       "--config.curriculum.num_blocks=2"],
+       "--config.curriculum.num_blocks=2", "--config.scoring.scorers=caption_length,noun_count,combined"],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   out = r.stdout
@@ -26,7 +26,10 @@ def test_preprocess_folder_prints_examples_skips_and_blocks(tmp_path):
           "undecodable_caption 1\n") in out, out
   assert "    validation: nothing\n" in out and "    not tied to a split: malformed_record 1\n" in out, out
   assert "(truncated_image: images with a valid header whose data is cut off)" in out, out
-  assert "  block/caption_length: edges [" in out and "    train block sizes [" in out, out
+  assert "  scoring combined: ['caption_length', 'noun_count']\n" in out, out
+  for name in ("caption_length", "noun_count", "combined"):
+    assert f"  block/{name}: edges [" in out, out
+  assert out.count("    train block sizes [") == 3, out
   assert "Checking and scoring train" in r.stderr  # the progress bar of the first pass
 
 

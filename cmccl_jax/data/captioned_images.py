@@ -31,7 +31,6 @@ from PIL import Image, ImageFile, ImageOps
 
 from cmccl_jax.curriculum import scorers as scorers_lib
 
-_SCORE_BATCH = 256
 _JPEG_QUALITY = 95
 
 # What is skipped, and the unit counted: an image, a caption, or an annotation record.
@@ -216,6 +215,9 @@ def resolve_path(path: str, base: str = "") -> str:
 
 # ----------------------------------------------------------------------------- builder
 
+DEFAULT_SCORERS = ("caption_length", "noun_count")
+
+
 @dataclasses.dataclass(eq=False, kw_only=True)
 class CaptionedImagesConfig(tfds.core.BuilderConfig):
   """Parameters every captioned-image build has; subclasses add their sources and `source_tag`."""
@@ -223,19 +225,23 @@ class CaptionedImagesConfig(tfds.core.BuilderConfig):
   name: str = ""
   image_size: int = 256
   num_blocks: int = 4
-  scorers: tuple[str, ...] = ("caption_length",)
+  scorers: tuple[str, ...] = DEFAULT_SCORERS
+  # What the model-based scorers depend on, made concrete here (see SyntheticShapesConfig).
+  scoring: scorers_lib.ScoringSettings = scorers_lib.ScoringSettings()
 
   def __post_init__(self):
-    self.scorers = tuple(self.scorers)
-    for scorer in self.scorers:
-      scorers_lib.get_scorer(scorer)
-    if len(set(self.scorers)) != len(self.scorers) or not self.scorers:
-      raise ValueError(f"scorers must be non-empty and unique, got {self.scorers}")
+    self.scorers = scorers_lib.check_scorer_names(scorers_lib.scorer_names(self.scorers))
+    synthetic_only = [s for s in self.scorers if s in scorers_lib.SYNTHETIC_ONLY]
+    if synthetic_only:
+      raise ValueError(f"the scorers {synthetic_only} read fields only synthetic_shapes has; drop them from "
+                       f"config.scoring.scorers={self.scorers} for real images")
+    self.scoring = self.scoring.resolved(self.scorers)
     if self.image_size < 0:
       raise ValueError(f"image_size must be >= 0 (0 keeps the original size), got {self.image_size}")
     if self.num_blocks < 1:
       raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
-    expected = (f"{self.source_tag()}-s{self.image_size}-k{self.num_blocks}-{'.'.join(self.scorers)}")
+    expected = (f"{self.source_tag()}-s{self.image_size}-k{self.num_blocks}-{'.'.join(self.scorers)}"
+                f"{self.scoring.tag(self.scorers)}")
     if self.name and self.name != expected:
       raise ValueError(f"config name {self.name!r} does not match its parameters; leave it "
                        f"empty to get {expected!r}")
@@ -301,16 +307,17 @@ class CaptionedImagesBuilder(tfds.core.GeneratorBasedBuilder):
     skipped = SkipCounter()
     records = self._read_records(skipped)
     splits = list(records)
+    batch_size = int(c.scoring.batch_size)
     scorers = scorers_lib.fit_scorers(
-        [scorers_lib.get_scorer(name) for name in c.scorers],
+        scorers_lib.make_scorers(c.scorers, c.scoring),
         lambda: scorers_lib.batched(self._checked_examples(records["train"], "train", SkipCounter()),
-                                    _SCORE_BATCH))
+                                    batch_size))
     kept: dict[str, list[Record]] = {}
     scores: dict[str, dict[str, np.ndarray]] = {}
     for split in splits:
       kept[split] = []
       scores[split] = scorers_lib.score_split(
-          self._checked_examples(records[split], split, skipped, kept[split]), scorers, _SCORE_BATCH)
+          self._checked_examples(records[split], split, skipped, kept[split]), scorers, batch_size)
     if not kept["train"]:
       raise ValueError(
           f"{self.name} ({c.name}) has no usable training example: {len(records['train'])} training "
@@ -326,6 +333,7 @@ class CaptionedImagesBuilder(tfds.core.GeneratorBasedBuilder):
                             for split in splits} for name in c.scorers},
         num_examples={split: len(kept[split]) for split in splits},
         skipped=skipped.as_dict(splits),
+        scoring=c.scoring.describe(c.scorers),
     )
     # TFDS cannot write an empty split: one without examples (a held-out fraction of a
     # tiny folder) is left out, and num_examples above says so.

@@ -4,11 +4,13 @@ Errors here are the ones a user hits first (a typo in the dataset name, a wrong
 data_dir, a scorer that was never computed), so each names the bad value and the fix.
 """
 
+import dataclasses
 import os
 
 import jax
 import tensorflow_datasets as tfds
 
+from cmccl_jax.curriculum import scorers as scorers_lib
 from cmccl_jax.data import captioned_images
 from cmccl_jax.data import coco_captions
 from cmccl_jax.data import image_text_folder
@@ -23,9 +25,25 @@ FROM_LOCAL_FILES = ("coco_captions2014", "image_text_folder")
 KNOWN = BUILT_IN + FROM_LOCAL_FILES
 
 
-def _synthetic_builder(data_config, num_blocks: int, data_dir: str):
-  params = dict(data_config.synthetic)
-  params["num_blocks"] = num_blocks
+def scoring_params(scoring_config) -> dict:
+  """Builder parameters from `config.scoring`: `scoring` settings and, unless () (dataset default), `scorers`."""
+  if scoring_config is None:
+    return {}
+  fields = dict(scoring_config)
+  names = scorers_lib.scorer_names(fields.pop("scorers", ()))
+  known = {f.name for f in dataclasses.fields(scorers_lib.ScoringSettings)}
+  unknown = sorted(set(fields) - known)
+  if unknown:
+    raise ValueError(f"config.scoring has unknown fields {unknown}; its fields are scorers and "
+                     f"{', '.join(sorted(known))} (see configs/default.py).")
+  params = {"scoring": scorers_lib.ScoringSettings(**fields)}
+  if names:
+    params["scorers"] = tuple(names)
+  return params
+
+
+def _synthetic_builder(data_config, num_blocks: int, data_dir: str, scoring: dict):
+  params = {**dict(data_config.synthetic), **scoring, "num_blocks": num_blocks}
   return synthetic_shapes.SyntheticShapes(
       data_dir=data_dir, config=synthetic_shapes.synthetic_shapes_config(**params))
 
@@ -43,13 +61,13 @@ def _local_params(data_config, key: str, name: str, num_blocks: int) -> dict:
   return params
 
 
-def _coco_builder(data_config, num_blocks: int, data_dir: str):
-  params = _local_params(data_config, "coco", "coco_captions2014", num_blocks)
+def _coco_builder(data_config, num_blocks: int, data_dir: str, scoring: dict):
+  params = {**_local_params(data_config, "coco", "coco_captions2014", num_blocks), **scoring}
   return coco_captions.CocoCaptions2014(data_dir=data_dir, config=coco_captions.coco_captions_config(**params))
 
 
-def _folder_builder(data_config, num_blocks: int, data_dir: str):
-  params = _local_params(data_config, "folder", "image_text_folder", num_blocks)
+def _folder_builder(data_config, num_blocks: int, data_dir: str, scoring: dict):
+  params = {**_local_params(data_config, "folder", "image_text_folder", num_blocks), **scoring}
   return image_text_folder.ImageTextFolder(
       data_dir=data_dir, config=image_text_folder.image_text_folder_config(**params))
 
@@ -61,8 +79,12 @@ _BUILDERS = {
 }
 
 
-def get_builder(data_config, num_blocks: int) -> tfds.core.DatasetBuilder:
-  """The prepared builder for `config.data`, building it on first use if auto_prepare."""
+def get_builder(data_config, num_blocks: int, scoring_config=None) -> tfds.core.DatasetBuilder:
+  """The prepared builder for `config.data` scored as `config.scoring`, building it on first use if auto_prepare.
+
+  scoring_config None means the default scoring (the dataset's default scorers);
+  pass `config.scoring` so that a build with other scorers is found.
+  """
   name = data_config.name
   if name not in KNOWN:
     raise ValueError(
@@ -76,7 +98,7 @@ def get_builder(data_config, num_blocks: int) -> tfds.core.DatasetBuilder:
         f"Build {name} there with `python -m preprocess --config=<your config and overrides> "
         f"--data_dir={data_dir}`, "
         "or point --config.data.data_dir at the folder where it was built.")
-  builder = _BUILDERS[name](data_config, num_blocks, data_dir)
+  builder = _BUILDERS[name](data_config, num_blocks, data_dir, scoring_params(scoring_config))
   if not builder.is_prepared():
     if not auto:
       raise FileNotFoundError(

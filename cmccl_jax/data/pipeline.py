@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from cmccl_jax.data import augment, synonyms
+from cmccl_jax.data import augment, curriculum_sampler, synonyms
 from cmccl_jax.data.tokenizer import Tokenizer
 
 
@@ -76,17 +76,28 @@ def _tokenize_batch(tokenizer: Tokenizer):
 
 def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenizer,
                   local_batch_size: int) -> tf.data.Dataset:
-  """Infinite, shuffled, augmented, batched training stream of this process's slice."""
+  """Infinite, shuffled, augmented, batched training stream of this process's slice.
+
+  With `config.curriculum.host_sampler` each batch is drawn from the blocks its step's
+  pacing shows (curriculum_sampler); otherwise uniformly, and the device mask paces.
+  """
   size = image_shape(builder, config)[0]
   table = None
   if config.augment.text.synonym_prob > 0:
     table = augment.SynonymTable(synonyms.load(config.augment.text.synonyms, config.data.data_dir))
   split = tfds.split_for_jax_process(config.data.train_split, drop_remainder=True)
   seed = int(config.seed) * 1000 + jax.process_index()
-  ds = builder.as_dataset(
-      split=split, shuffle_files=True, read_config=tfds.ReadConfig(shuffle_seed=seed),
-      decoders={"image": tfds.decode.SkipDecoding()})
-  ds = ds.repeat().shuffle(int(config.data.shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+
+  def read(shuffle_seed: int) -> tf.data.Dataset:
+    return builder.as_dataset(split=split, shuffle_files=True, read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed),
+                              decoders={"image": tfds.decode.SkipDecoding()})
+
+  ds = read(seed).repeat().shuffle(int(config.data.shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+  if curriculum_sampler.uses_host_sampler(config.curriculum):
+    k = int(config.curriculum.num_blocks)
+    ds = curriculum_sampler.paced_stream(
+        ds, curriculum=config.curriculum, num_steps=int(config.num_steps), local_batch_size=local_batch_size,
+        seed=seed + 1, sizes=curriculum_sampler.block_sizes(read(seed), config.curriculum.scorer, k))
   ds = ds.enumerate().map(
       functools.partial(_train_example, image_feature=builder.info.features["image"],
                         scorer=config.curriculum.scorer, seed=seed, size=size, augment_config=config.augment,

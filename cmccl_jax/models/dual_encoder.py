@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cmccl_jax.curriculum.difficulty_head import DifficultyHead
 from cmccl_jax.models import hf_import
 from cmccl_jax.models.bert import BertEncoder
 from cmccl_jax.models.text_transformer import TextTransformer
@@ -41,6 +42,7 @@ class DualEncoder(nn.Module):
   bias_init: float = -10.0
   lock_image: bool = False
   lock_text: bool = False
+  difficulty_hidden: int = 0   # > 0: the learnable difficulty evaluator with this hidden width
 
   def setup(self):
     self.image_tower = ViT(**self.image)
@@ -49,6 +51,8 @@ class DualEncoder(nn.Module):
     self.text_proj = nn.Dense(self.embed_dim, use_bias=False, name="text_proj")
     self.log_scale = self.param("log_scale", nn.initializers.constant(math.log(self.scale_init)), ())
     self.bias = self.param("bias", nn.initializers.constant(self.bias_init), ())
+    if self.difficulty_hidden > 0:
+      self.difficulty_head = DifficultyHead(self.difficulty_hidden)
 
   def encode_image(self, images, *, train: bool = False):
     return self.image_proj(_maybe_locked(self.image_tower, images, train, self.lock_image))
@@ -62,7 +66,14 @@ class DualEncoder(nn.Module):
   def __call__(self, images, tokens, *, train: bool = False):
     z_img = self.encode_image(images, train=train)
     z_txt = self.encode_text(tokens, train=train)
-    return z_img, z_txt, {"scale": self.logit_scale(), "bias": self.bias}
+    out = {"scale": self.logit_scale(), "bias": self.bias}
+    if self.difficulty_hidden > 0:
+      out["difficulty"] = self.difficulty_head(z_img, z_txt)
+    return z_img, z_txt, out
+
+  def predict_difficulty(self, z_img, z_txt):
+    """The difficulty evaluator's predicted loss of each (image, text) embedding pair."""
+    return self.difficulty_head(z_img, z_txt)
 
 
 def text_tower_fields(config, vocab_size: int) -> tuple[str, dict[str, Any], str | None]:
@@ -112,7 +123,16 @@ def dual_encoder_from_config(config, vocab_size: int) -> DualEncoder:
                      scale_init=float(config.loss.scale_init), max_scale=float(config.loss.max_scale),
                      bias_init=float(config.loss.bias_init),
                      lock_image=staging.locked(config.staging, "image"),
-                     lock_text=staging.locked(config.staging, "text"))
+                     lock_text=staging.locked(config.staging, "text"),
+                     difficulty_hidden=difficulty_head_config(config)[0])
+
+
+def difficulty_head_config(config) -> tuple[int, float]:
+  """(hidden width, loss weight) of the difficulty evaluator; (0, 0) when off or absent (older configs)."""
+  head = config.curriculum.get("difficulty_head")
+  if not head or int(head.get("hidden", 0)) <= 0:
+    return 0, 0.0
+  return int(head["hidden"]), float(head.get("weight", 1.0))
 
 
 def pretrained_params(config, vocab_size: int) -> dict[str, Any]:

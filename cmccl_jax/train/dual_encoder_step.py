@@ -11,25 +11,56 @@ import jax.numpy as jnp
 import optax
 
 from cmccl_jax import losses
-from cmccl_jax.curriculum import pacing
+from cmccl_jax.curriculum import difficulty_head, pacing
+from cmccl_jax.models.dual_encoder import difficulty_head_config
 from cmccl_jax.train import staging
 from cmccl_jax.train.state import TrainState
 
 
-def dual_encoder_loss(params, batch, step, rng, *, model, loss_config, curriculum_config):
+def curriculum_dashboard(per_example, block, difficulty, valid, num_blocks: int) -> dict:
+  """Per-block mean loss of the visible examples (block_loss [K]) and the batch's per-example arrays."""
+  one_hot = jax.nn.one_hot(jnp.clip(block, 0, num_blocks - 1), num_blocks) * valid[:, None]
+  count = jnp.sum(one_hot, axis=0)
+  return {
+      "block_loss": jnp.sum(one_hot * per_example[:, None], axis=0) / jnp.maximum(count, 1),
+      "per_example_loss": per_example,
+      "visible": valid,
+      "difficulty": difficulty,
+  }
+
+
+def dual_encoder_loss(params, batch, step, rng, *, model, loss_config, curriculum_config, head_weight=0.0):
   """Masked, curriculum-weighted contrastive loss of a batch at `step`.
 
   The pacing function of the step maps each example's block to a weight; weight 0
-  masks the example out of the loss as anchor and as negative.
+  masks the example out of the loss as anchor and as negative. With the host
+  sampler the batch was already drawn in proportion to those weights, so here
+  they only mask (weighting the loss again would apply soft weights twice).
   """
   k = int(curriculum_config.num_blocks)
   block_w = pacing.block_weights(step, curriculum_config)
   weights = block_w[jnp.clip(batch["block"], 0, k - 1)]
   valid = weights > 0
+  if curriculum_config.get("host_sampler", False):
+    weights = valid.astype(jnp.float32)
   z_img, z_txt, out = model.apply(params, batch["image"], batch["tokens"], train=True, rngs={"dropout": rng})
   loss, parts = losses.contrastive_loss(
       z_img, z_txt, scale=out["scale"], bias=out["bias"], kind=loss_config.kind, valid=valid, weights=weights)
+  per_example = parts["per_example"]
+  metrics = curriculum_dashboard(per_example, batch["block"], batch["difficulty"], valid, k)
+  total = loss
+  if "difficulty" in out:  # the difficulty evaluator learns alongside; its inputs carry no gradient back
+    head = difficulty_head.head_loss(out["difficulty"], per_example, valid)
+    total = loss + head_weight * head
+    metrics.update({
+        "difficulty_head/mse": head,
+        "difficulty_head/spearman_loss": difficulty_head.spearman(out["difficulty"], per_example, valid),
+        "difficulty_head/spearman_offline": difficulty_head.spearman(out["difficulty"], batch["difficulty"], valid),
+        "predicted_difficulty": out["difficulty"],
+    })
   aux = {
+      **metrics,
+      "contrastive_loss": loss,
       "accuracy": parts["accuracy"],
       "positive_logit": parts["positive_logit"],
       "negative_logit": parts["negative_logit"],
@@ -39,19 +70,21 @@ def dual_encoder_loss(params, batch, step, rng, *, model, loss_config, curriculu
       "visible_blocks": jnp.sum(block_w > 0),
       "block_counts": jnp.sum(jax.nn.one_hot(batch["block"], k, dtype=jnp.int32), axis=0),
   }
-  return loss, aux
+  return total, aux
 
 
 def dual_encoder_step(state: TrainState, batch, *, model, tx, loss_config, curriculum_config, staging_config,
-                      lr_schedule):
+                      lr_schedule, head_weight=0.0):
   """One AdamW step on `dual_encoder_loss`; dropout noise is keyed by (seed, step)."""
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   loss_fn = functools.partial(dual_encoder_loss, batch=batch, step=state.step, rng=rng, model=model,
-                              loss_config=loss_config, curriculum_config=curriculum_config)
-  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+                              loss_config=loss_config, curriculum_config=curriculum_config,
+                              head_weight=head_weight)
+  (total, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": lr_schedule(state.step), **aux}
+  metrics = {"loss": aux.pop("contrastive_loss"), "total_loss": total, "grad_norm": optax.tree.norm(grads),
+             "learning_rate": lr_schedule(state.step), **aux}
   for tower in staging.TOWERS:
     metrics[f"trainable/{tower}"] = staging.tower_trainable(state.step, staging_config, tower)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
@@ -60,7 +93,7 @@ def dual_encoder_step(state: TrainState, batch, *, model, tx, loss_config, curri
 def make_train_step(model, tx, config, lr_schedule):
   return functools.partial(dual_encoder_step, model=model, tx=tx, loss_config=config.loss,
                            curriculum_config=config.curriculum, staging_config=config.staging,
-                           lr_schedule=lr_schedule)
+                           lr_schedule=lr_schedule, head_weight=difficulty_head_config(config)[1])
 
 
 def embed_images(params, images, *, model):

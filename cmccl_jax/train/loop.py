@@ -8,14 +8,13 @@ import os
 import time
 
 import jax
-import numpy as np
 from clu import metric_writers
 
 from cmccl_jax import parallel
 from cmccl_jax.data import datasets, pipeline
 from cmccl_jax.data.tokenizer import build_tokenizer
 from cmccl_jax.evaluation.evaluator import RetrievalEvaluator
-from cmccl_jax.train import checkpointing
+from cmccl_jax.train import checkpointing, dashboard
 from cmccl_jax.train.model_setup import ModelSetup
 
 
@@ -39,7 +38,7 @@ class Experiment:
     self.mesh = parallel.make_mesh(config.mesh)
     # ---------------------------------------------------------------- input
     k = int(config.curriculum.num_blocks)
-    self.builder = datasets.get_builder(config.data, k)
+    self.builder = datasets.get_builder(config.data, k, config.get("scoring"))
     datasets.check_curriculum_fields(self.builder, config.curriculum.scorer, k)
     self.tokenizer = build_tokenizer(config.tokenizer)
     # ---------------------------------------------------------------- model + sharding
@@ -50,29 +49,6 @@ class Experiment:
     return RetrievalEvaluator(self.builder, self.config.data.eval_split, self.tokenizer, self.mesh,
                               self.setup.model, self.setup.state_shardings.params,
                               int(self.config.eval_batch_size), self.image_shape[0])
-
-
-def _write_input_examples(writer, step: int, batch: dict[str, np.ndarray], tokenizer, count: int = 16) -> None:
-  """The first training images and captions as the model sees them (augmented, tokenized) in TensorBoard."""
-  images = np.asarray(batch["image"][:count])
-  cols = int(np.ceil(np.sqrt(len(images))))
-  rows = -(-len(images) // cols)
-  n, h, w, c = images.shape
-  grid = np.zeros((rows * (h + 2), cols * (w + 2), c), np.uint8)  # a black 1-pixel frame per image
-  for i, image in enumerate(images):
-    r, q = divmod(i, cols)
-    grid[r * (h + 2) + 1:r * (h + 2) + 1 + h, q * (w + 2) + 1:q * (w + 2) + 1 + w] = image
-  captions = tokenizer.decode(np.asarray(batch["tokens"][:n]))
-  writer.write_images(step, {"train/augmented_examples": grid[None]})
-  writer.write_texts(step, {"train/augmented_captions": "\n\n".join(
-      f"{i} (row {i // cols}, col {i % cols}): `{text}`" for i, text in enumerate(captions))})
-
-
-def _scalars(metrics, num_blocks: int) -> dict[str, float]:
-  out = {k: float(v) for k, v in metrics.items() if k != "block_counts"}
-  for b, count in enumerate(np.asarray(metrics["block_counts"])[:num_blocks]):
-    out[f"block_count/{b}"] = float(count)
-  return out
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
@@ -121,10 +97,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   if start >= num_steps:
     print(f"[{name}] already trained to step {start} (config.num_steps={num_steps}).", flush=True)
   t_start, t_last, last_logged = None, None, start
+  histograms = dashboard.DifficultyHistograms(config.curriculum)
+  row_offset = jax.process_index() * local_bs  # this process's rows in the global batch
   for step in range(start + 1, num_steps + 1):
     host_batch = next(train_iter)
     if step == start + 1:
-      _write_input_examples(writer, step, host_batch, exp.tokenizer)
+      dashboard.write_input_examples(writer, step, host_batch, exp.tokenizer)
+    histograms.add(step - 1, host_batch)
     state, metrics = step_fn(state, parallel.global_batch(exp.mesh, host_batch))
 
     if t_start is None:  # the first step compiles; time the rest
@@ -132,7 +111,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       t_start = t_last = time.time()
       last_logged = step
     if step % int(config.log_every_steps) == 0 or step == num_steps:
-      scalars = _scalars(jax.device_get(metrics), k)
+      metrics = jax.device_get(metrics)
+      scalars = dashboard.scalars(metrics, k)
+      histograms.write(writer, step)
       now = time.time()
       dt = max(now - t_last, 1e-9)
       steps = step - last_logged
@@ -150,6 +131,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
     checkpointing.save(manager, step, state, train_iter, force=step == num_steps)
     if (eval_every > 0 and step % eval_every == 0) or step == num_steps:
+      dashboard.write_hardest_now(writer, step, jax.device_get(metrics), host_batch, exp.tokenizer, row_offset)
       t0 = time.time()
       last_eval = evaluate(step)
       if t_start is not None:  # throughput and ETA count training time only

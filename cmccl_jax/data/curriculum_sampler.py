@@ -1,0 +1,75 @@
+"""The host sampler: each training batch holds only examples its step's pacing shows.
+
+The device mask alone wastes what it masks (with root pacing from c0 = 0.25, half
+of every early batch). The sampler evaluates the same pacing function on the host
+(`pacing.weight_table`) and keeps an example of block b, on its way into the batch
+of step t, with probability w_b(t): rejection sampling from the one shuffled
+stream, so the batch is drawn in proportion to w_b(t) · n_b (uniformly over the
+visible examples, soft weights scaling a block's share). Reading costs 1 / (visible
+fraction of the data) examples per kept one: up to 1/c0 at the start, 1 once all
+data is visible.
+
+The step of a kept example is (examples kept so far) // B, carried by a
+`Dataset.scan` whose state is part of the checkpointed iterator, and the keep draw
+is stateless in (seed, stream index), so resumed runs keep the pacing exactly.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from cmccl_jax.curriculum import pacing
+
+
+def block_sizes(dataset: tf.data.Dataset, scorer: str, num_blocks: int) -> np.ndarray:
+  """int64 [K]: examples of each block/<scorer> in `dataset` (one pass over the block column)."""
+  counts = np.zeros(num_blocks, np.int64)
+  column = dataset.map(lambda ex: ex["block"][scorer], num_parallel_calls=tf.data.AUTOTUNE)
+  for blocks in column.batch(8192).as_numpy_iterator():
+    counts += np.bincount(np.clip(blocks, 0, num_blocks - 1), minlength=num_blocks)
+  return counts
+
+
+def keep_probabilities(weights: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+  """float32 [S, K]: the chance of keeping an example of block b at step t, w_b(t).
+
+  A step whose visible blocks are all empty in this process's slice (possible only
+  on tiny data or many hosts) keeps every example instead, so the stream never
+  stalls; the device mask then drops them and `visible_fraction` shows it.
+  """
+  weights = np.asarray(weights, np.float32)
+  sizes = np.asarray(sizes, np.float64)
+  if not np.any(sizes > 0):
+    raise ValueError("the training split has no examples in any difficulty block; rebuild the dataset.")
+  stalled = (weights * sizes[None, :]).sum(axis=1) <= 0
+  return np.where(stalled[:, None], 1.0, weights).astype(np.float32)
+
+
+def paced_stream(stream: tf.data.Dataset, *, curriculum, num_steps: int, local_batch_size: int, seed: int,
+                 sizes: np.ndarray) -> tf.data.Dataset:
+  """`stream` (infinite, shuffled) thinned so that the batch of step t holds only what pacing shows at t."""
+  k = int(curriculum.num_blocks)
+  scorer = curriculum.scorer
+  table = tf.constant(keep_probabilities(pacing.weight_table(num_steps, curriculum), sizes))
+  last = num_steps
+
+  def decide(kept, element):
+    index, example = element
+    step = tf.minimum(kept // local_batch_size, last)
+    block = tf.clip_by_value(tf.cast(example["block"][scorer], tf.int32), 0, k - 1)
+    draw = tf.random.stateless_uniform([], seed=tf.stack([tf.constant(seed, tf.int64), index]))
+    keep = draw < table[step][block]
+    return kept + tf.cast(keep, tf.int64), (keep, example)
+
+  def kept(keep, example):
+    del example
+    return keep
+
+  def example_only(keep, example):
+    del keep
+    return example
+
+  return stream.enumerate().scan(tf.constant(0, tf.int64), decide).filter(kept).map(example_only)
+
+
+def uses_host_sampler(curriculum) -> bool:
+  return bool(curriculum.get("host_sampler", False)) and curriculum.pacing != "none"

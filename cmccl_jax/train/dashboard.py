@@ -1,0 +1,106 @@
+"""The curriculum dashboard in TensorBoard (host side: the loop calls these, nothing else writes).
+
+Per log interval: the difficulty histogram of the visible examples of each block,
+loss per block, visible fraction (from the step's metrics) and the difficulty
+evaluator's rank correlations. At eval steps: the hardest examples of the current
+batch (highest loss now) and the easiest, as images with their captions.
+"""
+
+import numpy as np
+
+from cmccl_jax.curriculum import pacing
+
+# Per-example arrays in the step's metrics: for the dashboard, not scalars.
+PER_EXAMPLE = ("per_example_loss", "visible", "difficulty", "predicted_difficulty")
+
+
+def image_grid(images: np.ndarray) -> np.ndarray:
+  """uint8 [n, h, w, c] → one [rows·(h+2), cols·(w+2), c] grid with a black frame per image."""
+  images = np.asarray(images)
+  n, h, w, c = images.shape
+  cols = int(np.ceil(np.sqrt(n)))
+  rows = -(-n // cols)
+  grid = np.zeros((rows * (h + 2), cols * (w + 2), c), np.uint8)
+  for i, image in enumerate(images):
+    r, q = divmod(i, cols)
+    grid[r * (h + 2) + 1:r * (h + 2) + 1 + h, q * (w + 2) + 1:q * (w + 2) + 1 + w] = image
+  return grid
+
+
+def _grid_caption(i: int, cols: int, text: str) -> str:
+  return f"{i} (row {i // cols}, col {i % cols}): `{text}`"
+
+
+def write_input_examples(writer, step: int, batch: dict[str, np.ndarray], tokenizer, count: int = 16) -> None:
+  """The first training images and captions as the model sees them (augmented, tokenized)."""
+  images = np.asarray(batch["image"][:count])
+  cols = int(np.ceil(np.sqrt(len(images))))
+  captions = tokenizer.decode(np.asarray(batch["tokens"][:len(images)]))
+  writer.write_images(step, {"train/augmented_examples": image_grid(images)[None]})
+  writer.write_texts(step, {"train/augmented_captions": "\n\n".join(
+      _grid_caption(i, cols, text) for i, text in enumerate(captions))})
+
+
+class DifficultyHistograms:
+  """Collects the offline difficulty of the visible examples per block over a log interval."""
+
+  def __init__(self, curriculum):
+    self.curriculum = curriculum
+    self.k = int(curriculum.num_blocks)
+    self._values: list[list[np.ndarray]] = [[] for _ in range(self.k)]
+
+  def add(self, step: int, batch: dict[str, np.ndarray]) -> None:
+    """`step` is the state's step when the batch is used: the pacing the device mask applies."""
+    weights = pacing.block_weights(step, self.curriculum, np)
+    block = np.clip(np.asarray(batch["block"]), 0, self.k - 1)
+    visible = weights[block] > 0
+    for b in range(self.k):
+      self._values[b].append(np.asarray(batch["difficulty"])[visible & (block == b)])
+
+  def write(self, writer, step: int) -> None:
+    hists = {f"curriculum/difficulty_block{b}": np.concatenate(v) for b, v in enumerate(self._values)
+             if v and sum(x.size for x in v)}
+    if hists:
+      writer.write_histograms(step, hists)
+    self._values = [[] for _ in range(self.k)]
+
+
+def scalars(metrics: dict, num_blocks: int) -> dict[str, float]:
+  """The step's scalar metrics, with block_counts and block_loss spread into one scalar per block."""
+  out = {k: float(v) for k, v in metrics.items() if k not in PER_EXAMPLE + ("block_counts", "block_loss")}
+  counts = np.asarray(metrics["block_counts"])[:num_blocks]
+  for b, count in enumerate(counts):
+    out[f"block_count/{b}"] = float(count)
+  if "block_loss" in metrics:
+    for b, value in enumerate(np.asarray(metrics["block_loss"])[:num_blocks]):
+      if counts[b] > 0:
+        out[f"block_loss/{b}"] = float(value)
+  return out
+
+
+def write_hardest_now(writer, step: int, metrics: dict, batch: dict[str, np.ndarray], tokenizer,
+                      offset: int, count: int = 8) -> None:
+  """The visible examples of this process's batch with the highest and lowest loss, with their captions.
+
+  `offset` is where this process's rows sit in the global per-example arrays.
+  """
+  n = len(batch["image"])
+  loss = np.asarray(metrics["per_example_loss"])[offset:offset + n]
+  visible = np.asarray(metrics["visible"])[offset:offset + n].astype(bool)
+  predicted = metrics.get("predicted_difficulty")
+  predicted = None if predicted is None else np.asarray(predicted)[offset:offset + n]
+  shown = min(count, int(visible.sum()))
+  if not shown:
+    return
+  hardest = np.argsort(np.where(visible, -loss, np.inf), kind="stable")[:shown]
+  easiest = np.argsort(np.where(visible, loss, np.inf), kind="stable")[:shown]
+  for name, rows in (("hardest", hardest), ("easiest", easiest)):
+    captions = tokenizer.decode(np.asarray(batch["tokens"])[rows])
+    cols = int(np.ceil(np.sqrt(len(rows))))
+    lines = []
+    for i, (row, text) in enumerate(zip(rows, captions)):
+      extra = "" if predicted is None else f", predicted {predicted[row]:.3f}"
+      lines.append(_grid_caption(i, cols, text) + f" loss {loss[row]:.3f}{extra}, block {int(batch['block'][row])}, "
+                   f"difficulty {float(batch['difficulty'][row]):.3f}")
+    writer.write_images(step, {f"curriculum/{name}_now": image_grid(np.asarray(batch["image"])[rows])[None]})
+    writer.write_texts(step, {f"curriculum/{name}_now": "\n\n".join(lines)})

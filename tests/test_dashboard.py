@@ -1,0 +1,71 @@
+"""The curriculum dashboard: per-block scalars, difficulty histograms of visible examples, hardest/easiest now."""
+
+import ml_collections
+import numpy as np
+
+from cmccl_jax.train import dashboard
+
+
+class FakeWriter:
+  def __init__(self):
+    self.calls = []
+
+  def write_histograms(self, step, hists):
+    self.calls.append(("hist", step, hists))
+
+  def write_images(self, step, images):
+    self.calls.append(("images", step, images))
+
+  def write_texts(self, step, texts):
+    self.calls.append(("texts", step, texts))
+
+
+class FakeTokenizer:
+  def decode(self, ids):
+    return [f"caption {int(row[0])}" for row in ids]
+
+
+def _curriculum():
+  return ml_collections.ConfigDict(dict(num_blocks=3, pacing="phases", phase_steps=(10, 10), order="easy_first"))
+
+
+def test_scalars_spread_per_block_values_and_skip_per_example_arrays():
+  metrics = {"loss": np.float32(2.0), "block_counts": np.asarray([3, 0, 1]),
+             "block_loss": np.asarray([1.5, 0.0, 4.0]), "per_example_loss": np.ones(4), "visible": np.ones(4, bool),
+             "difficulty": np.ones(4), "predicted_difficulty": np.ones(4)}
+  out = dashboard.scalars(metrics, 3)
+  assert out == {"loss": 2.0, "block_count/0": 3.0, "block_count/1": 0.0, "block_count/2": 1.0,
+                 "block_loss/0": 1.5, "block_loss/2": 4.0}  # no loss for a block with no example
+
+
+def test_histograms_hold_only_visible_examples_per_block():
+  h = dashboard.DifficultyHistograms(_curriculum())
+  batch = {"block": np.asarray([0, 1, 2, 0]), "difficulty": np.asarray([0.1, 0.5, 0.9, 0.2], np.float32)}
+  h.add(0, batch)    # phase 0: block 0 only
+  h.add(15, batch)   # phase 1: blocks 0, 1
+  writer = FakeWriter()
+  h.write(writer, 20)
+  (_, step, hists), = writer.calls
+  assert step == 20 and sorted(hists) == ["curriculum/difficulty_block0", "curriculum/difficulty_block1"]
+  np.testing.assert_allclose(sorted(hists["curriculum/difficulty_block0"]), [0.1, 0.1, 0.2, 0.2])
+  np.testing.assert_allclose(hists["curriculum/difficulty_block1"], [0.5])
+  h.write(writer, 30)
+  assert len(writer.calls) == 1  # emptied after each write
+
+
+def test_hardest_and_easiest_now_come_from_this_process_rows_and_skip_masked():
+  batch = {"image": np.arange(3 * 4 * 4 * 3, dtype=np.uint8).reshape(3, 4, 4, 3),
+           "tokens": np.asarray([[10], [11], [12]]), "block": np.asarray([0, 1, 2]),
+           "difficulty": np.asarray([0.1, 0.2, 0.3], np.float32)}
+  # Global arrays of 6 rows; this process owns rows 3..5. Row 5 is masked despite its huge loss.
+  metrics = {"per_example_loss": np.asarray([9, 9, 9, 1.0, 2.0, 50.0]),
+             "visible": np.asarray([1, 1, 1, 1, 1, 0], bool)}
+  writer = FakeWriter()
+  dashboard.write_hardest_now(writer, 7, metrics, batch, FakeTokenizer(), offset=3, count=8)
+  texts = {name: text for kind, _, d in writer.calls if kind == "texts" for name, text in d.items()}
+  hardest = texts["curriculum/hardest_now"].split("\n\n")
+  easiest = texts["curriculum/easiest_now"].split("\n\n")
+  assert len(hardest) == 2 and "caption 11" in hardest[0] and "loss 2.000" in hardest[0]
+  assert "caption 10" in easiest[0] and "caption 12" not in texts["curriculum/hardest_now"]
+  images = [d for kind, _, d in writer.calls if kind == "images"]
+  assert images[0]["curriculum/hardest_now"].shape == (1, 6, 12, 3)  # 2 images side by side, framed

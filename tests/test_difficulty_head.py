@@ -1,0 +1,75 @@
+"""The learnable difficulty evaluator: ranks with ties, its loss, no gradient into the encoders, it learns."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy import stats
+
+from cmccl_jax.curriculum import difficulty_head as dh
+
+
+def test_average_ranks_share_ties_and_skip_masked_entries():
+  v = jnp.asarray([3.0, 1.0, 3.0, 2.0, -5.0])
+  valid = jnp.asarray([True, True, True, True, False])
+  np.testing.assert_allclose(dh.average_ranks(v, valid)[:4], [2.5, 0.0, 2.5, 1.0])
+
+
+def test_spearman_matches_scipy_with_ties_and_a_mask():
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 5, 40).astype(np.float32)  # many ties
+  y = (x + rng.normal(0, 2, 40)).astype(np.float32)
+  valid = rng.random(40) < 0.7
+  expected = stats.spearmanr(x[valid], y[valid]).statistic
+  np.testing.assert_allclose(float(dh.spearman(jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid))), expected,
+                             rtol=1e-5)
+
+
+def test_head_loss_regresses_the_relative_loss_of_visible_examples():
+  per_example = jnp.asarray([1.0, 3.0, 2.0, 100.0])
+  valid = jnp.asarray([True, True, True, False])
+  # mean visible loss 2 → targets 0.5, 1.5, 1.0; predicting 1 everywhere errs by 0.25, 0.25, 0.
+  np.testing.assert_allclose(dh.relative_loss(per_example, valid), [0.5, 1.5, 1.0, 0.0])
+  np.testing.assert_allclose(float(dh.head_loss(jnp.ones(4), per_example, valid)), 0.5 / 3, rtol=1e-6)
+
+
+def test_head_passes_no_gradient_to_the_embeddings_or_the_target():
+  head = dh.DifficultyHead(8)
+  z_img, z_txt = jax.random.normal(jax.random.key(0), (2, 6, 4))
+  params = head.init(jax.random.key(1), z_img, z_txt)
+
+  def loss(z_img, z_txt, per_example):
+    return dh.head_loss(head.apply(params, z_img, z_txt), per_example, jnp.ones(6, bool))
+
+  grads = jax.grad(loss, argnums=(0, 1, 2))(z_img, z_txt, jnp.arange(1.0, 7.0))
+  for g in grads:
+    np.testing.assert_array_equal(g, 0.0)
+
+
+def test_head_learns_a_difficulty_that_depends_on_the_pair():
+  # The "loss" of a pair is high when its embeddings disagree: the head must find that.
+  rng = jax.random.key(0)
+  z_img = jax.random.normal(rng, (256, 8))
+  z_txt = z_img + jax.random.normal(jax.random.key(1), (256, 8)) * jnp.linspace(0.0, 2.0, 256)[:, None]
+  cos = jnp.sum(dh.losses.l2_normalize(z_img) * dh.losses.l2_normalize(z_txt), axis=-1)
+  per_example = 3.0 - 2.0 * cos
+  valid = jnp.ones(256, bool)
+  head = dh.DifficultyHead(32)
+  params = head.init(jax.random.key(2), z_img, z_txt)
+  tx = optax.adam(1e-2)
+  opt = tx.init(params)
+
+  @jax.jit
+  def step(params, opt):
+    loss, g = jax.value_and_grad(lambda p: dh.head_loss(head.apply(p, z_img, z_txt), per_example, valid))(params)
+    updates, opt = tx.update(g, opt)
+    return optax.apply_updates(params, updates), opt, loss
+
+  first = None
+  for _ in range(300):
+    params, opt, loss = step(params, opt)
+    first = float(loss) if first is None else first
+  predicted = head.apply(params, z_img, z_txt)
+  assert float(loss) < 0.1 * first
+  assert float(dh.spearman(predicted, per_example, valid)) > 0.9
