@@ -30,6 +30,7 @@ import tensorflow_datasets as tfds
 from PIL import Image, ImageFile, ImageOps
 
 from cmccl_jax.curriculum import scorers as scorers_lib
+from cmccl_jax.data.features import curriculum_features
 
 _JPEG_QUALITY = 95
 
@@ -278,10 +279,7 @@ class CaptionedImagesBuilder(tfds.core.GeneratorBasedBuilder):
             "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
             "captions": tfds.features.Sequence(tfds.features.Text()),
             "id": tfds.features.Scalar(dtype=np.int64),
-            "difficulty": tfds.features.FeaturesDict(
-                {name: tfds.features.Scalar(dtype=np.float32) for name in c.scorers}),
-            "block": tfds.features.FeaturesDict(
-                {name: tfds.features.Scalar(dtype=np.int32) for name in c.scorers}),
+            **curriculum_features(c.scorers),
         }),
         metadata=tfds.core.MetadataDict(),
     )

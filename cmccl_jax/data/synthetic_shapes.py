@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from cmccl_jax.curriculum import scorers as scorers_lib
+from cmccl_jax.data.features import curriculum_features
 from cmccl_jax.data import shapes_scene
 
 
@@ -109,10 +110,7 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
             "num_objects": tfds.features.Scalar(dtype=np.int32),
             "corrupted": tfds.features.Scalar(dtype=np.bool_),
             "id": tfds.features.Scalar(dtype=np.int64),
-            "difficulty": tfds.features.FeaturesDict(
-                {name: tfds.features.Scalar(dtype=np.float32) for name in c.scorers}),
-            "block": tfds.features.FeaturesDict(
-                {name: tfds.features.Scalar(dtype=np.int32) for name in c.scorers}),
+            **curriculum_features(c.scorers),
         }),
         metadata=tfds.core.MetadataDict(),
     )
