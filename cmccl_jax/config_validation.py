@@ -2,7 +2,7 @@
 
 import os
 
-from cmccl_jax.curriculum.pacing import COMPETENCE_PACINGS, ORDERS, PACINGS, PHASE_PACINGS
+from cmccl_jax.curriculum.pacing import COMPETENCE_PACINGS, LEARNED, ORDERS, PACINGS, PHASE_PACINGS
 from cmccl_jax.train import staging
 
 LOSS_KINDS = ("softmax", "sigmoid")
@@ -71,6 +71,9 @@ def validate(config) -> None:
   _choice(config.loss.kind, "loss.kind", LOSS_KINDS)
   _choice(config.curriculum.pacing, "curriculum.pacing", PACINGS)
   _choice(config.curriculum.order, "curriculum.order", ORDERS)
+  if config.curriculum.scorer == LEARNED and int(config.curriculum.difficulty_head.get("hidden", 0)) <= 0:
+    raise ValueError(f"config.curriculum.scorer={LEARNED!r} paces by the difficulty head, which "
+                     "config.curriculum.difficulty_head.hidden=0 turns off; set it > 0 (e.g. 64).")
   validate_augment(config)
   for field in ("num_steps", "batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
                 "keep_checkpoints", "curriculum.num_blocks"):

@@ -26,7 +26,8 @@ class FakeTokenizer:
 
 
 def _curriculum():
-  return ml_collections.ConfigDict(dict(num_blocks=3, pacing="phases", phase_steps=(10, 10), order="easy_first"))
+  return ml_collections.ConfigDict(dict(num_blocks=3, pacing="phases", phase_steps=(10, 10), order="easy_first",
+                                        scorer="ground_truth"))
 
 
 def test_scalars_spread_per_block_values_and_skip_per_example_arrays():
@@ -69,3 +70,35 @@ def test_hardest_and_easiest_now_come_from_this_process_rows_and_skip_masked():
   assert "caption 10" in easiest[0] and "caption 12" not in texts["curriculum/hardest_now"]
   images = [d for kind, _, d in writer.calls if kind == "images"]
   assert images[0]["curriculum/hardest_now"].shape == (1, 6, 12, 3)  # 2 images side by side, framed
+
+
+class FakeScalarWriter(FakeWriter):
+  def write_scalars(self, step, scalars):
+    self.calls.append(("scalars", step, scalars))
+
+
+def test_difficulty_ranking_shows_the_heads_hardest_and_easiest_eval_examples():
+  report = {"predicted": np.asarray([0.5, 2.0, 1.0, 0.1]), "tokens": np.asarray([[20], [21], [22], [23]]),
+            "spearman": {"caption_length": 0.25}}
+  images_at = lambda rows: np.stack([np.full((4, 4, 3), 10 * r, np.uint8) for r in rows])
+  writer = FakeScalarWriter()
+  dashboard.write_difficulty_ranking(writer, 5, report, images_at, FakeTokenizer(), count=2)
+  texts = {n: t for kind, _, d in writer.calls if kind == "texts" for n, t in d.items()}
+  assert texts["difficulty_head/hardest_eval"].index("caption 21") < texts["difficulty_head/hardest_eval"].index(
+      "caption 22")
+  assert "caption 23" in texts["difficulty_head/easiest_eval"] and "caption 21" not in texts[
+      "difficulty_head/easiest_eval"]
+  assert ("scalars", 5, {"difficulty_head/eval_spearman_caption_length": 0.25}) in writer.calls
+
+
+def test_evaluator_reports_the_heads_predictions_over_the_split(tiny_config):
+  from cmccl_jax.train.loop import Experiment
+  exp = Experiment(tiny_config)
+  evaluator = exp.evaluator()
+  scores = evaluator(exp.setup.init_state().params)
+  report = evaluator.last_difficulty
+  assert scores["t2i/R@1"] >= 0 and report["predicted"].shape == (24,)  # the tiny test split
+  assert {"caption_length", "ground_truth"} <= set(report["spearman"])
+  assert all(-1 <= rho <= 1 for rho in report["spearman"].values())
+  images = evaluator.images([23, 0])
+  assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8

@@ -73,3 +73,28 @@ def test_head_learns_a_difficulty_that_depends_on_the_pair():
   predicted = head.apply(params, z_img, z_txt)
   assert float(loss) < 0.1 * first
   assert float(dh.spearman(predicted, per_example, valid)) > 0.9
+
+
+def test_learned_blocks_are_quantiles_of_the_prediction_within_the_batch():
+  predicted = jnp.asarray([0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4])
+  np.testing.assert_array_equal(dh.learned_blocks(predicted, 4), [3, 0, 2, 1, 2, 0, 3, 1])
+
+
+def test_learned_scorer_paces_the_step_by_the_heads_ranking():
+  from cmccl_jax import config_validation, parallel
+  from cmccl_jax.data.tokenizer import load_vocab
+  from cmccl_jax.train.model_setup import ModelSetup
+  from tests import tiny
+  from tests.test_train_step import IMAGE_SHAPE, _batch
+  config = tiny.tiny_config("unused")
+  config.curriculum.scorer = "learned"  # phases (3, 3, 3): step 0 shows block 0, a quarter of the batch
+  config_validation.validate(config)
+  mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
+  setup = ModelSetup(config, mesh, IMAGE_SHAPE, len(load_vocab("synthetic")))
+  _, metrics = setup.train_step()(setup.init_state(), parallel.global_batch(mesh, _batch(config)))
+  assert float(metrics["visible_fraction"]) == 0.25
+  predicted, visible = np.asarray(metrics["predicted_difficulty"]), np.asarray(metrics["visible"])
+  assert predicted[visible].max() < predicted[~visible].min()  # the easiest quarter as the head sees it
+  config.curriculum.difficulty_head.hidden = 0
+  with pytest.raises(ValueError, match="scorer='learned'.*hidden"):
+    config_validation.validate(config)

@@ -1,5 +1,7 @@
 """The learnable difficulty evaluator: a small head that predicts an example's loss from its features.
 
+`pacing.LEARNED` ("learned") is the config.curriculum.scorer that paces by its predictions.
+
 It reads the pair's normalised embeddings behind a stop-gradient, so it never
 shapes the encoders, and regresses the example's *relative* contrastive loss (a
 stop-gradient target):
@@ -50,6 +52,18 @@ def head_loss(predicted, per_example_loss, valid):
   target = jax.lax.stop_gradient(relative_loss(per_example_loss, valid))
   err = jnp.square(predicted - target)
   return jnp.sum(jnp.where(valid, err, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def learned_blocks(predicted, num_blocks: int):
+  """Online difficulty blocks: block = ⌊K · rank / N⌋ of the predicted difficulty within the global batch.
+
+  For `config.curriculum.scorer="learned"`: the head's ranking replaces the offline
+  quantile blocks, per batch, so pacing shows the batch's easiest c(t) fraction
+  as the head sees it now. Until the head has learned, that is close to random.
+  """
+  n = predicted.shape[0]
+  ranks = average_ranks(predicted, jnp.ones((n,), bool))
+  return jnp.minimum(jnp.floor(num_blocks * ranks / n), num_blocks - 1).astype(jnp.int32)
 
 
 def average_ranks(v, valid):

@@ -38,6 +38,8 @@ PACINGS = ("none", "phases", "disjoint_phases", "linear", "root", "geometric")
 COMPETENCE_PACINGS = ("linear", "root", "geometric")
 PHASE_PACINGS = ("phases", "disjoint_phases")
 ORDERS = ("easy_first", "hard_first", "random")
+# The config.curriculum.scorer that paces by the learnable difficulty head's online blocks.
+LEARNED = "learned"
 
 
 def _check_phase_steps(num_blocks: int, phase_steps: Sequence[int]) -> None:
@@ -137,3 +139,9 @@ def weight_table(num_steps: int, curriculum) -> np.ndarray:
   """float32 [num_steps + 1, K]: the block weights at every step 0..num_steps, for the host sampler."""
   steps = np.arange(num_steps + 1)
   return np.stack([block_weights(s, curriculum, np) for s in steps]).astype(np.float32)
+
+
+def uses_host_sampler(curriculum) -> bool:
+  """The host sampler needs offline blocks: not with pacing "none", nor with the online "learned" scorer."""
+  return (bool(curriculum.get("host_sampler", False)) and curriculum.pacing != "none"
+          and curriculum.scorer != LEARNED)

@@ -69,7 +69,3 @@ def paced_stream(stream: tf.data.Dataset, *, curriculum, num_steps: int, local_b
     return example
 
   return stream.enumerate().scan(tf.constant(0, tf.int64), decide).filter(kept).map(example_only)
-
-
-def uses_host_sampler(curriculum) -> bool:
-  return bool(curriculum.get("host_sampler", False)) and curriculum.pacing != "none"

@@ -11,6 +11,7 @@ import jax
 import tensorflow_datasets as tfds
 
 from cmccl_jax.curriculum import scorers as scorers_lib
+from cmccl_jax.curriculum.pacing import LEARNED
 from cmccl_jax.data import captioned_images
 from cmccl_jax.data import coco_captions
 from cmccl_jax.data import image_text_folder
@@ -118,9 +119,9 @@ def get_builder(data_config, num_blocks: int, scoring_config=None) -> tfds.core.
 
 
 def check_curriculum_fields(builder: tfds.core.DatasetBuilder, scorer: str, num_blocks: int) -> None:
-  """The shards must carry difficulty/<scorer> and block/<scorer> with K blocks."""
+  """The shards must carry difficulty/<scorer> and block/<scorer> with K blocks (not the online "learned")."""
   available = sorted(builder.info.features["difficulty"].keys())
-  if scorer not in available:
+  if scorer not in available and scorer != LEARNED:
     raise ValueError(
         f"config.curriculum.scorer={scorer!r} was not computed for {builder.name}; the shards in "
         f"{builder.data_dir} carry: {', '.join(available)}. Pick one of those, or add the scorer with "

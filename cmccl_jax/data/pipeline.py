@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cmccl_jax.curriculum.pacing import LEARNED, uses_host_sampler
 from cmccl_jax.data import augment, curriculum_sampler, synonyms
 from cmccl_jax.data.tokenizer import Tokenizer
 
@@ -59,8 +60,10 @@ def _train_example(index, example, *, image_feature, scorer: str, seed: int, siz
   return {
       "image": augment.augment_image(image, element_seed, size, augment_config.image),
       "caption": augment.augment_caption(captions[pick], element_seed, augment_config.text, synonym_table),
-      "block": tf.cast(example["block"][scorer], tf.int32),
-      "difficulty": tf.cast(example["difficulty"][scorer], tf.float32),
+      # The online "learned" scorer assigns blocks on the device; the shards have none for it.
+      "block": tf.cast(example["block"][scorer], tf.int32) if scorer != LEARNED else tf.constant(0, tf.int32),
+      "difficulty": (tf.cast(example["difficulty"][scorer], tf.float32) if scorer != LEARNED
+                     else tf.constant(0.0, tf.float32)),
       "id": example["id"],
   }
 
@@ -93,7 +96,7 @@ def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenize
                               decoders={"image": tfds.decode.SkipDecoding()})
 
   ds = read(seed).repeat().shuffle(int(config.data.shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
-  if curriculum_sampler.uses_host_sampler(config.curriculum):
+  if uses_host_sampler(config.curriculum):
     k = int(config.curriculum.num_blocks)
     ds = curriculum_sampler.paced_stream(
         ds, curriculum=config.curriculum, num_steps=int(config.num_steps), local_batch_size=local_batch_size,
@@ -110,7 +113,7 @@ def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenize
 
 def eval_examples(builder: tfds.core.DatasetBuilder, split: str, tokenizer: Tokenizer,
                   batch_size: int, image_size: int):
-  """Yields {'image': uint8 [b, S, S, 3], 'tokens': int32 [b, C, L], 'id': [b]} over the whole split.
+  """Yields {'image': uint8 [b, S, S, 3], 'tokens': int32 [b, C, L], 'id': [b], 'difficulty': {scorer: [b]}}.
 
   Images are resized (shorter side to `image_size`) and centre-cropped, never
   augmented. Images with fewer captions get all-padding rows. The last batch may
@@ -118,7 +121,7 @@ def eval_examples(builder: tfds.core.DatasetBuilder, split: str, tokenizer: Toke
   """
   def prepare(example):
     return {"image": augment.resize_shorter_center_crop(example["image"], image_size),
-            "tokens": tokenizer(example["captions"]), "id": example["id"]}
+            "tokens": tokenizer(example["captions"]), "id": example["id"], "difficulty": example["difficulty"]}
 
   ds = builder.as_dataset(split=split, shuffle_files=False)
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

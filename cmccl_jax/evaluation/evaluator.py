@@ -29,6 +29,22 @@ class RetrievalEvaluator:
                                  in_shardings=(param_shardings, data), out_shardings=out)
     self._embed_texts = jax.jit(functools.partial(dual_encoder_step.embed_texts, model=model),
                                 in_shardings=(param_shardings, data), out_shardings=out)
+    # The learnable difficulty evaluator, when the model has one: scored on host-side embeddings.
+    self._predict = None
+    self.last_difficulty: dict | None = None
+    if getattr(model, "difficulty_hidden", 0) > 0:
+      self._predict = jax.jit(lambda params, a, b: model.apply(params, a, b, method=model.predict_difficulty))
+
+  def images(self, indices) -> np.ndarray:
+    """The split's evaluation images at `indices` (positions in split order), for the dashboard."""
+    wanted = {int(i): k for k, i in enumerate(indices)}
+    out = [None] * len(wanted)
+    for b, batch in enumerate(self._examples()):
+      for j in range(batch["image"].shape[0]):
+        k = wanted.get(b * self.batch_size + j)
+        if k is not None:
+          out[k] = batch["image"][j]
+    return np.stack(out)
 
   def _embed(self, fn, params, rows: np.ndarray) -> np.ndarray:
     """Embeds `rows` in fixed-size global batches; this process feeds its share of each."""
@@ -42,7 +58,7 @@ class RetrievalEvaluator:
     return np.concatenate(chunks, axis=0)
 
   def __call__(self, params) -> dict[str, float]:
-    image_emb, tokens, owners = [], [], []
+    image_emb, tokens, owners, difficulty = [], [], [], []
     offset = 0
     for batch in self._examples():
       n = batch["image"].shape[0]
@@ -50,8 +66,22 @@ class RetrievalEvaluator:
       caption_valid = batch["tokens"][..., 0] != 0
       tokens.append(batch["tokens"][caption_valid])
       owners.append(offset + np.nonzero(caption_valid)[0])
+      difficulty.append(batch["difficulty"])
       offset += n
     image_emb = np.concatenate(image_emb)
-    text_emb = self._embed(self._embed_texts, params, np.concatenate(tokens))
-    similarity = image_emb @ text_emb.T
-    return retrieval_metrics(similarity, np.concatenate(owners))
+    tokens, owners = np.concatenate(tokens), np.concatenate(owners)
+    text_emb = self._embed(self._embed_texts, params, tokens)
+    if self._predict is not None:
+      self.last_difficulty = self._difficulty_report(params, image_emb, text_emb, tokens, owners, difficulty)
+    return retrieval_metrics(image_emb @ text_emb.T, owners)
+
+  def _difficulty_report(self, params, image_emb, text_emb, tokens, owners, difficulty) -> dict:
+    """The difficulty head's prediction for every image with its first caption, and its Spearman ρ with
+    every offline scorer of the split (the dashboard's view of what the head ranks hard)."""
+    from cmccl_jax.curriculum import analysis
+    first = np.unique(owners, return_index=True)[1]  # the first caption of each image, in image order
+    predicted = np.asarray(self._predict(params, image_emb, text_emb[first]))
+    offline = {name: np.concatenate([d[name] for d in difficulty]) for name in difficulty[0]}
+    return {"predicted": predicted, "tokens": tokens[first],
+            "spearman": {name: float(analysis.spearman(predicted, v)) for name, v in offline.items()
+                         if np.ptp(v) > 0}}

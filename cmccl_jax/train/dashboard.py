@@ -3,7 +3,9 @@
 Per log interval: the difficulty histogram of the visible examples of each block,
 loss per block, visible fraction (from the step's metrics) and the difficulty
 evaluator's rank correlations. At eval steps: the hardest examples of the current
-batch (highest loss now) and the easiest, as images with their captions.
+batch (highest loss now) and the easiest, as images with their captions; and the
+eval-split examples the difficulty head ranks hardest and easiest, with its
+Spearman ρ against every offline scorer.
 """
 
 import numpy as np
@@ -51,6 +53,8 @@ class DifficultyHistograms:
 
   def add(self, step: int, batch: dict[str, np.ndarray]) -> None:
     """`step` is the state's step when the batch is used: the pacing the device mask applies."""
+    if self.curriculum.scorer == pacing.LEARNED:  # no offline difficulty in the batch to show
+      return
     weights = pacing.block_weights(step, self.curriculum, np)
     block = np.clip(np.asarray(batch["block"]), 0, self.k - 1)
     visible = weights[block] > 0
@@ -104,3 +108,23 @@ def write_hardest_now(writer, step: int, metrics: dict, batch: dict[str, np.ndar
                    f"difficulty {float(batch['difficulty'][row]):.3f}")
     writer.write_images(step, {f"curriculum/{name}_now": image_grid(np.asarray(batch["image"])[rows])[None]})
     writer.write_texts(step, {f"curriculum/{name}_now": "\n\n".join(lines)})
+
+
+def write_difficulty_ranking(writer, step: int, report: dict, images_at, tokenizer, count: int = 8) -> None:
+  """What the difficulty head ranks hardest and easiest on the eval split (images with their first
+  caption and prediction), and its Spearman ρ with each offline scorer there.
+
+  `images_at(indices)` returns the split's eval images at those positions.
+  """
+  predicted = np.asarray(report["predicted"])
+  writer.write_scalars(step, {f"difficulty_head/eval_spearman_{name}": rho
+                              for name, rho in report["spearman"].items()})
+  shown = min(count, len(predicted))
+  for name, rows in (("hardest", np.argsort(-predicted, kind="stable")[:shown]),
+                     ("easiest", np.argsort(predicted, kind="stable")[:shown])):
+    captions = tokenizer.decode(np.asarray(report["tokens"])[rows])
+    cols = int(np.ceil(np.sqrt(shown)))
+    writer.write_images(step, {f"difficulty_head/{name}_eval": image_grid(images_at(rows))[None]})
+    writer.write_texts(step, {f"difficulty_head/{name}_eval": "\n\n".join(
+        _grid_caption(i, cols, text) + f" predicted {predicted[row]:.3f}"
+        for i, (row, text) in enumerate(zip(rows, captions)))})

@@ -38,16 +38,19 @@ def dual_encoder_loss(params, batch, step, rng, *, model, loss_config, curriculu
   they only mask (weighting the loss again would apply soft weights twice).
   """
   k = int(curriculum_config.num_blocks)
-  block_w = pacing.block_weights(step, curriculum_config)
-  weights = block_w[jnp.clip(batch["block"], 0, k - 1)]
-  valid = weights > 0
-  if curriculum_config.get("host_sampler", False):
-    weights = valid.astype(jnp.float32)
   z_img, z_txt, out = model.apply(params, batch["image"], batch["tokens"], train=True, rngs={"dropout": rng})
+  block = batch["block"]
+  if curriculum_config.scorer == pacing.LEARNED:  # online: the head's ranking of this batch
+    block = jax.lax.stop_gradient(difficulty_head.learned_blocks(out["difficulty"], k))
+  block_w = pacing.block_weights(step, curriculum_config)
+  weights = block_w[jnp.clip(block, 0, k - 1)]
+  valid = weights > 0
+  if pacing.uses_host_sampler(curriculum_config):
+    weights = valid.astype(jnp.float32)
   loss, parts = losses.contrastive_loss(
       z_img, z_txt, scale=out["scale"], bias=out["bias"], kind=loss_config.kind, valid=valid, weights=weights)
   per_example = parts["per_example"]
-  metrics = curriculum_dashboard(per_example, batch["block"], batch["difficulty"], valid, k)
+  metrics = curriculum_dashboard(per_example, block, batch["difficulty"], valid, k)
   total = loss
   if "difficulty" in out:  # the difficulty evaluator learns alongside; its inputs carry no gradient back
     head = difficulty_head.head_loss(out["difficulty"], per_example, valid)
@@ -68,7 +71,7 @@ def dual_encoder_loss(params, batch, step, rng, *, model, loss_config, curriculu
       "bias": out["bias"],
       "visible_fraction": jnp.mean(valid.astype(jnp.float32)),
       "visible_blocks": jnp.sum(block_w > 0),
-      "block_counts": jnp.sum(jax.nn.one_hot(batch["block"], k, dtype=jnp.int32), axis=0),
+      "block_counts": jnp.sum(jax.nn.one_hot(block, k, dtype=jnp.int32), axis=0),
   }
   return total, aux
 

@@ -108,6 +108,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     scores = evaluator(state.params)
     writer.write_scalars(step, {f"eval/{k_}": v for k_, v in scores.items()})
     append_jsonl(workdir, {"step": step, **{f"eval/{k_}": v for k_, v in scores.items()}})
+    if evaluator.last_difficulty is not None and jax.process_index() == 0:
+      dashboard.write_difficulty_ranking(writer, step, evaluator.last_difficulty, evaluator.images, exp.tokenizer)
     print(f"[{name}] eval @ {step}: t2i R@1 {scores['t2i/R@1']:.2f} R@5 {scores['t2i/R@5']:.2f} | "
           f"i2t R@1 {scores['i2t/R@1']:.2f} R@5 {scores['i2t/R@5']:.2f} | chance t2i R@1 "
           f"{scores['chance/t2i_R@1']:.2f} ({time.time() - t0:.1f}s)", flush=True)
