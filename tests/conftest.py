@@ -16,7 +16,7 @@ from tests import tiny  # noqa: E402
 
 
 class NetworkAccessError(RuntimeError):
-  pass
+  """A test tried to open a connection off this machine."""
 
 
 def _loopback(address) -> bool:

@@ -250,7 +250,7 @@ class CaptionedImagesConfig(tfds.core.BuilderConfig):
 
   def source_tag(self) -> str:
     """The part of the config name that identifies the source files and how they are split."""
-    raise NotImplementedError
+    raise NotImplementedError(f"{type(self).__name__} must say which source files it reads (source_tag)")
 
 
 class CaptionedImagesBuilder(tfds.core.GeneratorBasedBuilder):
