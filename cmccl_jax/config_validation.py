@@ -6,7 +6,7 @@ from cmccl_jax.curriculum.pacing import COMPETENCE_PACINGS, LEARNED, ORDERS, PAC
 from cmccl_jax.train import staging
 
 LOSS_KINDS = ("softmax", "sigmoid")
-MODEL_TYPES = ("dual_encoder",)
+MODEL_TYPES = ("dual_encoder", "xmcgan")
 
 
 def _choice(value, field: str, choices) -> None:
@@ -66,8 +66,31 @@ def validate_augment(config) -> None:
           "embeddings), use --config.augment.text.synonyms=default, or write word<TAB>syn1,syn2 lines.")
 
 
+def validate_gan(config) -> None:
+  """`config.gan` of an XMC-GAN experiment: the stage-1 experiment exists, counts and rates are sane."""
+  gan = config.gan
+  if not gan.stage1 or not os.path.isfile(os.path.join(os.path.expanduser(gan.stage1), "config.json")):
+    raise FileNotFoundError(
+        f"config.gan.stage1={gan.stage1!r} is not a trained dual-encoder experiment (no config.json there). "
+        "Train stage 1 first, e.g. `bash train.sh demo`, and set --config.gan.stage1=exp/demo.")
+  if config.curriculum.scorer == LEARNED:
+    raise ValueError(f"config.curriculum.scorer={LEARNED!r} needs the dual encoder's difficulty head; an XMC-GAN "
+                     "experiment paces by an offline scorer, e.g. --config.curriculum.scorer=ground_truth.")
+  for field in ("z_dim", "d_steps", "eval.num_images", "eval.candidates"):
+    value = gan
+    for part in field.split("."):
+      value = value[part]
+    _positive(value, f"gan.{field}")
+  if not 0.0 <= float(gan.ema_decay) < 1.0:
+    raise ValueError(f"config.gan.ema_decay={gan.ema_decay} must be in [0, 1); XMC-GAN uses 0.999.")
+  if float(gan.loss.temperature) <= 0:
+    raise ValueError(f"config.gan.loss.temperature={gan.loss.temperature} must be positive; XMC-GAN uses 0.1.")
+
+
 def validate(config) -> None:
   _choice(config.model_type, "model_type", MODEL_TYPES)
+  if config.model_type == "xmcgan":
+    validate_gan(config)
   _choice(config.loss.kind, "loss.kind", LOSS_KINDS)
   _choice(config.curriculum.pacing, "curriculum.pacing", PACINGS)
   _choice(config.curriculum.order, "curriculum.order", ORDERS)

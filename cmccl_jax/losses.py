@@ -5,6 +5,7 @@ term calls it too. Inputs are global (sharded) arrays, so negatives are global:
 the logits see the whole batch, not a device's slice.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -86,18 +87,21 @@ def contrastive_loss(
     valid: jax.Array | None = None,
     weights: jax.Array | None = None,
     normalize: bool = True,
+    similarity: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
   """The project's one contrastive function: logits = scale · â b̂ᵀ + bias over the global batch.
 
   Args:
-    emb_a, emb_b: [N, D] embeddings; row i of each is a positive pair. Global arrays:
-      under jit with a data-sharded batch the logits are [local, global] per device.
+    emb_a, emb_b: [N, ..., D] embeddings; row i of each is a positive pair. Global
+      arrays: under jit with a data-sharded batch the logits are [local, global] per device.
     scale: 1/τ (exp of the learnable temperature, already clipped).
     bias: additive logit bias (SigLIP); ignored by the softmax loss.
     kind: "softmax" (InfoNCE/CLIP) or "sigmoid" (SigLIP).
     valid: [N] bool; masked examples are neither anchors nor negatives.
     weights: [N] per-example loss weights (curriculum); default 1.
     normalize: l2-normalise the embeddings first (cosine similarities).
+    similarity: (a, b) -> [N, N] similarity of every a_i with every b_j; default the
+      dot product of [N, D] rows. XMC-GAN's region–word term passes `region_word_similarity`.
 
   Returns:
     (loss, parts): parts holds the directional losses, per-example losses,
@@ -112,9 +116,12 @@ def contrastive_loss(
     emb_a, emb_b = l2_normalize(emb_a), l2_normalize(emb_b)
   # Masked rows are zeroed before the product so no value of theirs, not even a
   # non-finite one, can reach the logits of valid pairs.
-  emb_a = jnp.where(valid[:, None], emb_a, 0.0)
-  emb_b = jnp.where(valid[:, None], emb_b, 0.0)
-  logits = scale * jnp.einsum("id,jd->ij", emb_a, emb_b, preferred_element_type=jnp.float32)
+  emb_a = jnp.where(valid.reshape((n,) + (1,) * (emb_a.ndim - 1)), emb_a, 0.0)
+  emb_b = jnp.where(valid.reshape((n,) + (1,) * (emb_b.ndim - 1)), emb_b, 0.0)
+  if similarity is None:
+    logits = scale * jnp.einsum("id,jd->ij", emb_a, emb_b, preferred_element_type=jnp.float32)
+  else:
+    logits = scale * similarity(emb_a, emb_b).astype(jnp.float32)
   if kind == "softmax":
     parts = softmax_contrastive(logits, valid, weights)
   elif kind == "sigmoid":
@@ -122,3 +129,28 @@ def contrastive_loss(
   else:
     raise ValueError(f"unknown contrastive loss kind {kind!r}; use 'softmax' or 'sigmoid'.")
   return parts["loss"], parts
+
+
+def region_word_similarity(regions: jax.Array, words: jax.Array, word_mask: jax.Array, *, rho1: float = 5.0,
+                           rho2: float = 5.0) -> jax.Array:
+  """DAMSM S_ij = (1/ρ2) log Σ_l exp(ρ2 cos(w_jl, c_ijl)), c_ijl = Σ_r softmax_r(ρ1 cos(w_jl, r_ir)) r_ir.
+
+  regions [N, R, D] of image i, words [N, L, D] of caption j (l2-normalised by the
+  caller), word_mask [N, L] marks real words; the sum runs over real words only.
+  """
+  attention = jax.nn.softmax(rho1 * jnp.einsum("jld,ird->ijlr", words, regions), axis=-1)
+  context = l2_normalize(jnp.einsum("ijlr,ird->ijld", attention, regions))
+  match = rho2 * jnp.einsum("jld,ijld->ijl", words, context)
+  return jax.nn.logsumexp(jnp.where(word_mask[None], match, _NEG), axis=-1) / rho2
+
+
+def hinge_d_loss(real_logits: jax.Array, fake_logits: jax.Array, valid: jax.Array) -> jax.Array:
+  """L_D = mean relu(1 − D(real)) + mean relu(1 + D(fake)), over valid examples."""
+  ones = jnp.ones_like(real_logits)
+  return (_masked_mean(jax.nn.relu(1.0 - real_logits), valid, ones)
+          + _masked_mean(jax.nn.relu(1.0 + fake_logits), valid, ones))
+
+
+def hinge_g_loss(fake_logits: jax.Array, valid: jax.Array) -> jax.Array:
+  """L_G = −mean D(fake), over valid examples."""
+  return -_masked_mean(fake_logits, valid, jnp.ones_like(fake_logits))

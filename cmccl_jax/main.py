@@ -2,6 +2,8 @@
 
 --mode=train       trains into the workdir, resuming from its latest checkpoint.
 --mode=evaluate    scores every checkpoint of the workdir with the config saved there.
+--mode=sample      (XMC-GAN experiments) writes a PNG grid of samples for the captions
+                   given as arguments: `python -m cmccl_jax.main --mode=sample --workdir=exp/NAME -- "a caption"`.
 """
 
 import json
@@ -15,7 +17,14 @@ from cmccl_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/X.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory (exp/NAME).", required=True)
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "What to do.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "sample"], "What to do.")
+_INCEPTION = flags.DEFINE_string(
+    "inception", None, "evaluate, XMC-GAN: FID Inception weights (pt_inception-2015-12-05-*.pth); "
+    "overrides the config's gan.eval.inception.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 8, "sample: images per caption.")
+_STEP = flags.DEFINE_integer("step", -1, "sample: checkpoint step (-1 = the latest).")
+_EMA = flags.DEFINE_bool("ema", True, "sample: use the EMA generator (else the raw one).")
+_OUT = flags.DEFINE_string("out", "", "sample: PNG path (default exp/NAME/samples/step<S>_<ema|g>_<time>.png).")
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (pods, multi-GPU hosts).")
 
 
@@ -35,7 +44,7 @@ def _load_saved_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
+  if len(argv) > 1 and _MODE.value != "sample":
     raise app.UsageError(f"unexpected arguments {argv[1:]}; overrides look like --config.field=value.")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # TFDS/orbax/clu chatter drowns the progress line
@@ -44,7 +53,7 @@ def main(argv) -> None:
   if _MULTIHOST.value:
     jax.distributed.initialize()
   from cmccl_jax import config_validation
-  from cmccl_jax.train import loop
+  from cmccl_jax.train import gan_loop, loop
 
   workdir = _WORKDIR.value
   if _MODE.value == "train":
@@ -52,9 +61,22 @@ def main(argv) -> None:
     if config is None:
       raise app.UsageError("--config is required for --mode=train (train.sh passes configs/default.py).")
     config_validation.validate(config)
-    loop.train_and_evaluate(config, workdir)
+    (gan_loop.train_gan if config.model_type == "xmcgan" else loop.train_and_evaluate)(config, workdir)
+    return
+  config = _load_saved_config(workdir)
+  if _MODE.value == "sample":
+    if config.get("model_type") != "xmcgan":
+      raise app.UsageError(f"{workdir} is a {config.get('model_type')!r} experiment; only XMC-GAN "
+                           "experiments (--config=configs/xmcgan_*.py) can sample images.")
+    path = gan_loop.sample(config, workdir, list(argv[1:]), num_per_caption=_NUM_SAMPLES.value, step=_STEP.value,
+                           ema=_EMA.value, out=_OUT.value)
+    print(f"wrote {path}", flush=True)
+  elif config.get("model_type") == "xmcgan":
+    if _INCEPTION.value is not None:
+      config.gan.eval.inception = _INCEPTION.value
+    gan_loop.evaluate_gan_checkpoints(config, workdir)
   else:
-    loop.evaluate_checkpoints(_load_saved_config(workdir), workdir)
+    loop.evaluate_checkpoints(config, workdir)
 
 
 if __name__ == "__main__":

@@ -6,24 +6,16 @@ encoder restored from an experiment directory against the model that saved it.
 """
 
 import dataclasses
-import math
 import os
 import shutil
 
-import jax
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from cmccl_jax import parallel
 from cmccl_jax.curriculum import embedding_scorers as es
 from cmccl_jax.curriculum import scorers, teachers
 from cmccl_jax.data import shapes_scene, synthetic_shapes
-from cmccl_jax.data.tokenizer import build_tokenizer
-from cmccl_jax.train import checkpointing
-from cmccl_jax.train.loop import save_config
-from cmccl_jax.train.model_setup import ModelSetup
 from tests import tiny
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "minilm_reference.npz")
@@ -209,37 +201,11 @@ def test_minilm_teacher_gives_sentence_transformers_embeddings():
   assert density[0] > 0.7 and density[1] > 0.7 and density[2] < density[0] - 0.4, density
 
 
-def _save_experiment(workdir: str, steps_and_scales) -> None:
-  """An experiment directory as train.sh writes it: config.json and orbax checkpoints (state + data).
-
-  The states are random draws shaped like the tiny config's (initialising would
-  compile for seconds), each with its own logit scale.
-  """
-  config = tiny.tiny_config(str(workdir))
-  save_config(config, workdir)
-  mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
-  size = config.data.synthetic.image_size
-  setup = ModelSetup(config, mesh, (size, size, 3), build_tokenizer(config.tokenizer).vocab_size)
-  manager = checkpointing.checkpoint_manager(workdir, every_steps=1, keep=10)
-  iterator = iter(tf.data.Dataset.range(3))
-  rng = np.random.default_rng(0)
-  for step, scale in steps_and_scales:
-    def draw(path, leaf):
-      if jax.tree_util.keystr(path).endswith("['log_scale']"):
-        return np.asarray(math.log(scale), leaf.dtype)
-      if np.issubdtype(leaf.dtype, np.floating):
-        return (0.2 * rng.normal(size=leaf.shape)).astype(leaf.dtype)
-      return np.zeros(leaf.shape, leaf.dtype)
-    state = jax.tree_util.tree_map_with_path(draw, setup.abstract_state).replace(step=np.int32(step))
-    checkpointing.save(manager, step, state, iterator, force=True)
-  manager.wait_until_finished()
-
-
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("exp") / "teacher_run")
   os.makedirs(workdir)
-  _save_experiment(workdir, [(3, 5.0), (9, 20.0)])
+  tiny.save_random_experiment(workdir, [(3, 5.0), (9, 20.0)])
   return workdir
 
 

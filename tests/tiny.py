@@ -1,5 +1,16 @@
 """The tiny config every end-to-end test uses: seconds per run on 2 CPU cores."""
 
+import math
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+from cmccl_jax import parallel
+from cmccl_jax.data.tokenizer import build_tokenizer
+from cmccl_jax.train import checkpointing
+from cmccl_jax.train.loop import save_config
+from cmccl_jax.train.model_setup import ModelSetup
 from configs import default
 
 
@@ -22,3 +33,29 @@ def tiny_config(data_dir: str):
   c.eval_every_steps = 0
   c.eval_batch_size = 16
   return c
+
+
+def save_random_experiment(workdir: str, steps_and_scales) -> None:
+  """An experiment directory as train.sh writes it: config.json and orbax checkpoints (state + data).
+
+  The states are random draws shaped like the tiny config's (initialising would
+  compile for seconds), each with its own logit scale.
+  """
+  config = tiny_config(str(workdir))
+  save_config(config, workdir)
+  mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
+  size = config.data.synthetic.image_size
+  setup = ModelSetup(config, mesh, (size, size, 3), build_tokenizer(config.tokenizer).vocab_size)
+  manager = checkpointing.checkpoint_manager(workdir, every_steps=1, keep=10)
+  iterator = iter(tf.data.Dataset.range(3))
+  rng = np.random.default_rng(0)
+  for step, scale in steps_and_scales:
+    def draw(path, leaf):
+      if jax.tree_util.keystr(path).endswith("['log_scale']"):
+        return np.asarray(math.log(scale), leaf.dtype)
+      if np.issubdtype(leaf.dtype, np.floating):
+        return (0.2 * rng.normal(size=leaf.shape)).astype(leaf.dtype)
+      return np.zeros(leaf.shape, leaf.dtype)
+    state = jax.tree_util.tree_map_with_path(draw, setup.abstract_state).replace(step=np.int32(step))
+    checkpointing.save(manager, step, state, iterator, force=True)
+  manager.wait_until_finished()

@@ -60,6 +60,18 @@ class DualEncoder(nn.Module):
   def encode_text(self, tokens, *, train: bool = False):
     return self.text_proj(_maybe_locked(self.text_tower, tokens, train, self.lock_text))
 
+  def encode_words(self, tokens):
+    """(sentence embedding [N, embed_dim], per-token hidden states [N, L, width]) in inference mode.
+
+    XMC-GAN's text encoder: the sentence in the aligned space, the words from the tower.
+    """
+    pooled, hidden = self.text_tower(tokens, train=False, return_hidden=True)
+    return self.text_proj(pooled), hidden
+
+  def image_features(self, images):
+    """The image tower's pooled features in inference mode: the stage-1 space of the offline Fréchet distance."""
+    return self.image_tower(images, train=False)
+
   def logit_scale(self):
     return jnp.minimum(jnp.exp(self.log_scale), self.max_scale)
 

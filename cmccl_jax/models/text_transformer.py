@@ -17,7 +17,7 @@ class TextTransformer(nn.Module):
   pool: str = "mean"
 
   @nn.compact
-  def __call__(self, tokens, *, train: bool = False):
+  def __call__(self, tokens, *, train: bool = False, return_hidden: bool = False):
     pad_mask = tokens > 0
     x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
                  name="token_embedding")(tokens)
@@ -25,7 +25,9 @@ class TextTransformer(nn.Module):
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout, name="encoder")(x, pad_mask, train=train)
     if self.pool == "mean":
-      return masked_mean_pool(x, pad_mask)
-    if self.pool == "cls":
-      return x[:, 0]
-    raise ValueError(f"unknown text pool {self.pool!r}; use 'mean' or 'cls'.")
+      pooled = masked_mean_pool(x, pad_mask)
+    elif self.pool == "cls":
+      pooled = x[:, 0]
+    else:
+      raise ValueError(f"unknown text pool {self.pool!r}; use 'mean' or 'cls'.")
+    return (pooled, x) if return_hidden else pooled

@@ -16,11 +16,11 @@ from cmccl_jax.curriculum import pacing
 PER_EXAMPLE = ("per_example_loss", "visible", "difficulty", "predicted_difficulty")
 
 
-def image_grid(images: np.ndarray) -> np.ndarray:
-  """uint8 [n, h, w, c] → one [rows·(h+2), cols·(w+2), c] grid with a black frame per image."""
+def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:
+  """uint8 [n, h, w, c] → one [rows·(h+2), cols·(w+2), c] grid (square by default), a black frame per image."""
   images = np.asarray(images)
   n, h, w, c = images.shape
-  cols = int(np.ceil(np.sqrt(n)))
+  cols = cols or int(np.ceil(np.sqrt(n)))
   rows = -(-n // cols)
   grid = np.zeros((rows * (h + 2), cols * (w + 2), c), np.uint8)
   for i, image in enumerate(images):

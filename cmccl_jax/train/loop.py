@@ -19,7 +19,7 @@ from cmccl_jax.train import checkpointing, dashboard
 from cmccl_jax.train.model_setup import ModelSetup
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -149,7 +149,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       print(f"[{name}] step {step}/{num_steps} ({100 * step / num_steps:.0f}%) loss {scalars['loss']:.4f} "
             f"acc {scalars['accuracy']:.2f} visible {scalars['visible_fraction']:.0%} "
             f"| {scalars.get('examples_per_sec', 0):.0f} ex/s {scalars.get('step_time_ms', 0):.0f} ms/step "
-            f"| ETA {_format_duration(eta)}", flush=True)
+            f"| ETA {format_duration(eta)}", flush=True)
       t_last, last_logged = now, step
 
     checkpointing.save(manager, step, state, train_iter, force=step == num_steps)
@@ -168,11 +168,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 def evaluate_checkpoints(config, workdir: str) -> list[dict[str, float]]:
   """Scores every checkpoint in `workdir`: `scores.csv` and TensorBoard eval/* (run `test`)."""
   exp = Experiment(config)
+  steps = checkpoint_steps_or_raise(workdir)
   manager = checkpointing.checkpoint_manager(workdir, every_steps=1, keep=1, read_only=True)
-  steps = sorted(manager.all_steps())
-  if not steps:
-    raise FileNotFoundError(f"no checkpoints in {manager.directory}; train first with `bash train.sh "
-                            f"{os.path.basename(os.path.normpath(workdir))}`.")
   writer = metric_writers.create_default_writer(os.path.join(workdir, "test"),
                                                 just_logging=jax.process_index() > 0)
   evaluator = exp.evaluator()
@@ -185,6 +182,22 @@ def evaluate_checkpoints(config, workdir: str) -> list[dict[str, float]]:
     print(f"step {step}: " + "  ".join(f"{k} {scores[k]:.2f}" for k in
                                        ("t2i/R@1", "t2i/R@5", "i2t/R@1", "i2t/R@5", "t2i/mAP")), flush=True)
   writer.flush()
+  write_scores_csv(workdir, rows)
+  return rows
+
+
+def checkpoint_steps_or_raise(workdir: str) -> list[int]:
+  """The steps of `workdir`'s checkpoints, in order; an error naming the fix when there are none."""
+  manager = checkpointing.checkpoint_manager(workdir, every_steps=1, keep=1, read_only=True)
+  steps = sorted(manager.all_steps())
+  if not steps:
+    raise FileNotFoundError(f"no checkpoints in {manager.directory}; train first with `bash train.sh "
+                            f"{os.path.basename(os.path.normpath(workdir))}`.")
+  return steps
+
+
+def write_scores_csv(workdir: str, rows: list[dict]) -> None:
+  """`workdir/scores.csv`: one row per checkpoint, the columns of the first row."""
   if jax.process_index() == 0:
     keys = list(rows[0].keys())
     with open(os.path.join(workdir, "scores.csv"), "w") as f:
@@ -192,4 +205,3 @@ def evaluate_checkpoints(config, workdir: str) -> list[dict[str, float]]:
       for row in rows:
         f.write(",".join(str(row[k]) for k in keys) + "\n")
     print(f"wrote {os.path.join(workdir, 'scores.csv')} ({len(rows)} checkpoints)", flush=True)
-  return rows
