@@ -7,8 +7,18 @@ import socket
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tempfile  # noqa: E402
+
+import jax  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+# Tests build the same tiny models in many places, each through a new jit: a
+# persistent compilation cache (this session's only) turns every repeat compile
+# into a lookup. XLA on CPU compiles for seconds what runs in milliseconds.
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="cmccl_jax_xla_cache_"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 tf.config.set_visible_devices([], "GPU")
 

@@ -59,3 +59,19 @@ def save_random_experiment(workdir: str, steps_and_scales) -> None:
     state = jax.tree_util.tree_map_with_path(draw, setup.abstract_state).replace(step=np.int32(step))
     checkpointing.save(manager, step, state, iterator, force=True)
   manager.wait_until_finished()
+
+
+def tiny_gan_config(data_dir: str, stage1: str):
+  """The tiny config as an XMC-GAN experiment on a stage-1 experiment `stage1`: narrow G and D, 4 steps."""
+  from configs import xmcgan_synthetic
+  c = tiny_config(data_dir)
+  c.model_type = "xmcgan"
+  c.gan = xmcgan_synthetic.gan_block(stage1)
+  c.gan.z_dim = 8
+  c.gan.generator.update(channels=8, cond_dim=8, attention_dim=8)
+  c.gan.discriminator.update(channels=8, contrastive_dim=8)
+  c.gan.eval.update(num_images=16, candidates=8)
+  c.num_steps = 4
+  c.checkpoint_every_steps = 2
+  c.log_every_steps = 2
+  return c

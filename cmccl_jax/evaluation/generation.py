@@ -71,7 +71,7 @@ class GenerationEvaluator:
       others.append(rng.choice(pool, candidates - 1, replace=False))
     others = np.stack(others)
     self.candidates = np.concatenate([np.arange(num_images)[:, None], others], axis=1)
-    self._sample = setup.sampler()
+    self._sample = setup.sampler
     model = setup.encoder
     to_input = functools.partial(to_encoder_input, size=setup.encoder_size)
     self._features = jax.jit(lambda p, x: model.apply(p, to_input(x), method=model.image_features))

@@ -93,7 +93,7 @@ def write_samples(writer, step: int, exp: GanExperiment, evaluator: GenerationEv
                   with_real: bool) -> None:
   """Image grids of G and EMA-G samples (and the real images) for the fixed grid captions."""
   tokens, z = evaluator.tokens[:GRID_SIZE], evaluator.z[:GRID_SIZE]
-  sampler = exp.setup.sampler()
+  sampler = exp.setup.sampler
   images = {}
   for name, ema in (("g", False), ("ema", True)):
     padded = [pipeline.pad_rows(x, evaluator.batch_size) for x in (tokens, z)]
@@ -224,7 +224,7 @@ def sample(config, workdir: str, captions: list[str], *, num_per_caption: int = 
       (len(tokens), int(config.gan.z_dim))).astype(np.float32)
   rows = parallel.data_sharding(exp.mesh).mesh.shape[parallel.DATA_AXIS]
   padded = -(-len(tokens) // rows) * rows
-  images = exp.setup.sampler()(GanSetup.generator_vars(state, ema), state.encoder,
+  images = exp.setup.sampler(GanSetup.generator_vars(state, ema), state.encoder,
                                pipeline.pad_rows(tokens, padded), pipeline.pad_rows(z, padded))
   grid = dashboard.image_grid(to_uint8(images[:len(tokens)]), cols=num_per_caption)
   zoom = max(1, 128 // int(images.shape[1]))  # small images are enlarged (nearest) to be seen

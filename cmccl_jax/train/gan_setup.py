@@ -62,6 +62,7 @@ class GanSetup:
     return jax.jit(step, in_shardings=(self.state_shardings, parallel.data_sharding(self.mesh)),
                    out_shardings=(self.state_shardings, parallel.replicated(self.mesh)), donate_argnums=0)
 
+  @functools.cached_property
   def sampler(self):
     """jit (g_vars, encoder_vars, tokens [N, L], z [N, z_dim]) → images in [-1, 1]; rows sharded over `data`."""
     fn = functools.partial(gan_step.generate, generator=self.generator, encoder=self.encoder)
