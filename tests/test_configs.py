@@ -8,7 +8,9 @@ import jax
 import pytest
 
 from cmccl_jax import config_validation, parallel
-from cmccl_jax.data.tokenizer import load_vocab
+from cmccl_jax.curriculum.teachers import TrainedDualEncoder
+from cmccl_jax.data.tokenizer import build_tokenizer, load_vocab
+from cmccl_jax.train.gan_setup import GanSetup
 from cmccl_jax.train.model_setup import ModelSetup
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(os.path.dirname(__file__), "..",
@@ -19,14 +21,41 @@ def _param_count(tree) -> int:
   return sum(x.size for x in jax.tree.leaves(tree))
 
 
+def _abstract_stage1(config, workdir) -> TrainedDualEncoder:
+  """A stage-1 experiment of `config` with shapes for weights: enough to build a GAN on it abstractly."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort())
+  size = config.data.image_size or config.data.synthetic.image_size
+  tokenizer = build_tokenizer(config.tokenizer)
+  setup = ModelSetup(config, parallel.make_mesh({"data": 1}, jax.devices()[:1]), (size, size, 3), tokenizer.vocab_size)
+  return TrainedDualEncoder(workdir=str(workdir), step=0, config=config, model=setup.model,
+                            params=setup.abstract_state.params, tokenizer=tokenizer, image_size=size)
+
+
 @pytest.mark.parametrize("name", CONFIGS)
-def test_config_validates_and_builds(name):
+def test_config_validates_and_builds(name, tmp_path):
   config = importlib.import_module(f"configs.{name}").get_config()
-  config_validation.validate(config)
   size = config.data.image_size or config.data.synthetic.image_size
   mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
+  if config.model_type == "xmcgan":  # its stage 1: the dual-encoder config it is documented with
+    stage1_name = {"xmcgan_synthetic": "default", "xmcgan_coco": "coco_vitb16_bert"}[name]
+    stage1 = _abstract_stage1(importlib.import_module(f"configs.{stage1_name}").get_config(), tmp_path / "stage1")
+    config.gan.stage1 = stage1.workdir
+    config_validation.validate(config)
+    setup = GanSetup(config, mesh, (size, size, 3), stage1)
+    assert _param_count(setup.abstract_state.g_params) > 0 and _param_count(setup.abstract_state.d_params) > 0
+    return
+  config_validation.validate(config)
   setup = ModelSetup(config, mesh, (size, size, 3), len(load_vocab(config.tokenizer.vocab)))
   assert _param_count(setup.abstract_state.params) > 0
+
+
+def test_gan_config_without_a_stage1_experiment_says_how_to_make_one(tmp_path):
+  config = importlib.import_module("configs.xmcgan_synthetic").get_config()
+  config.gan.stage1 = str(tmp_path / "missing")
+  with pytest.raises(FileNotFoundError, match=r"not a trained dual-encoder experiment.*bash train.sh demo"):
+    config_validation.validate(config)
 
 
 def test_coco_config_has_vit_b16_and_bert_base_sizes():
