@@ -124,22 +124,19 @@ def train_gan(config, workdir: str) -> dict[str, float]:
   # ------------------------------------------------------------------ checkpoint
   manager = checkpointing.checkpoint_manager(
       workdir, every_steps=int(config.checkpoint_every_steps), keep=int(config.keep_checkpoints))
-  latest = manager.latest_step()
-  if latest is None:
-    state = exp.setup.init_state()
-  else:
-    state = checkpointing.restore(manager, latest, exp.setup.abstract_state, train_iter)
-    print(f"[{name}] resumed from step {latest} in {manager.directory}", flush=True)
+  state = loop.resume_or_init(manager, exp.setup, train_iter, name)
   start = int(state.step)
 
   # ------------------------------------------------------------------ evaluators
   evaluator = exp.evaluator()
-  eval_every = int(config.eval_every_steps)
+  first_eval = True
   last_eval: dict[str, float] = {}
 
   def evaluate(step: int) -> dict[str, float]:
+    nonlocal first_eval
     t0 = time.time()
-    write_samples(writer, step, exp, evaluator, state, with_real=step == eval_every or step == start + 1)
+    write_samples(writer, step, exp, evaluator, state, with_real=first_eval)
+    first_eval = False
     scores = _eval_scores(evaluator, state)
     writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
     loop.append_jsonl(workdir, {"step": step, **{f"eval/{k}": v for k, v in scores.items()}})
@@ -149,39 +146,26 @@ def train_gan(config, workdir: str) -> dict[str, float]:
   # ------------------------------------------------------------------ loop
   if start >= num_steps:
     print(f"[{name}] already trained to step {start} (config.num_steps={num_steps}).", flush=True)
-  t_start, t_last, last_logged = None, None, start
+  timer = loop.StepTimer(start, num_steps, int(config.batch_size))
   for step in range(start + 1, num_steps + 1):
     host_batch = next(train_iter)
     if step == start + 1:
       dashboard.write_input_examples(writer, step, host_batch, exp.tokenizer)
     state, metrics = step_fn(state, parallel.global_batch(exp.mesh, host_batch))
-    if t_start is None:  # the first step compiles; time the rest
-      jax.block_until_ready(state)
-      t_start = t_last = time.time()
-      last_logged = step
+    timer.step_done(step, state)
     if step % int(config.log_every_steps) == 0 or step == num_steps:
-      scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      now = time.time()
-      if step > last_logged:
-        scalars["step_time_ms"] = 1000 * (now - t_last) / (step - last_logged)
-        scalars["examples_per_sec"] = (step - last_logged) * int(config.batch_size) / (now - t_last)
-      rate = (step - (start + 1)) / max(now - t_start, 1e-9)
-      eta = (num_steps - step) / rate if rate > 0 else 0.0
+      scalars = {**{k: float(v) for k, v in jax.device_get(metrics).items()}, **timer.scalars(step)}
       writer.write_scalars(step, scalars)
       loop.append_jsonl(workdir, {"step": step, **scalars})
       print(f"[{name}] step {step}/{num_steps} ({100 * step / num_steps:.0f}%) D {scalars['loss/d_total']:.3f} "
             f"G {scalars['loss/g_total']:.3f} (hinge D {scalars['loss/hinge_d']:.3f} G {scalars['loss/hinge_g']:.3f}) "
-            f"visible {scalars['visible_fraction']:.0%} | {scalars.get('step_time_ms', 0):.0f} ms/step "
-            f"| ETA {loop.format_duration(eta)}", flush=True)
-      t_last, last_logged = now, step
+            f"visible {scalars['visible_fraction']:.0%} {timer.progress(step, scalars)}", flush=True)
 
     checkpointing.save(manager, step, state, train_iter, force=step == num_steps)
-    if (eval_every > 0 and step % eval_every == 0) or step == num_steps:
+    if loop.is_eval_step(step, config):
       t0 = time.time()
       last_eval = evaluate(step)
-      if t_start is not None:  # throughput and ETA count training time only
-        t_start += time.time() - t0
-        t_last += time.time() - t0
+      timer.exclude(time.time() - t0)
   manager.wait_until_finished()
   writer.flush()
   return last_eval

@@ -48,6 +48,60 @@ def read_jsonl(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def resume_or_init(manager, setup, train_iter, name: str):
+  """The latest checkpoint's state (and data position) in `manager`, or `setup`'s fresh state."""
+  latest = manager.latest_step()
+  if latest is None:
+    return setup.init_state()
+  state = checkpointing.restore(manager, latest, setup.abstract_state, train_iter)
+  print(f"[{name}] resumed from step {latest} in {manager.directory}", flush=True)
+  return state
+
+
+class StepTimer:
+  """Times training steps only: the first (compiling) step and evaluations are left out."""
+
+  def __init__(self, start: int, num_steps: int, batch_size: int):
+    self.start, self.num_steps, self.batch_size = start, num_steps, batch_size
+    self.t_start = self.t_last = None
+    self.last_logged = start
+
+  def step_done(self, step: int, state) -> None:
+    if self.t_start is None:
+      jax.block_until_ready(state)
+      self.t_start = self.t_last = time.time()
+      self.last_logged = step
+
+  def scalars(self, step: int) -> dict[str, float]:
+    """step_time_ms and examples_per_sec since the last call (none right after the first step)."""
+    now = time.time()
+    out = {}
+    if step > self.last_logged:
+      dt = max(now - self.t_last, 1e-9)
+      out = {"step_time_ms": 1000 * dt / (step - self.last_logged),
+             "examples_per_sec": (step - self.last_logged) * self.batch_size / dt}
+    self.t_last, self.last_logged = now, step
+    return out
+
+  def progress(self, step: int, scalars: dict) -> str:
+    """The log line's tail: ex/s, ms/step and the ETA at the training rate so far."""
+    rate = (step - (self.start + 1)) / max(time.time() - self.t_start, 1e-9)
+    eta = (self.num_steps - step) / rate if rate > 0 else 0.0
+    return (f"| {scalars.get('examples_per_sec', 0):.0f} ex/s {scalars.get('step_time_ms', 0):.0f} ms/step "
+            f"| ETA {format_duration(eta)}")
+
+  def exclude(self, seconds: float) -> None:
+    """Leaves `seconds` (an evaluation) out of the throughput and the ETA."""
+    if self.t_start is not None:
+      self.t_start += seconds
+      self.t_last += seconds
+
+
+def is_eval_step(step: int, config) -> bool:
+  every = int(config.eval_every_steps)
+  return (every > 0 and step % every == 0) or step == int(config.num_steps)
+
+
 class Experiment:
   """What both training and checkpoint evaluation need: mesh, data, model, shardings."""
 
@@ -90,17 +144,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   # ------------------------------------------------------------------ checkpoint
   manager = checkpointing.checkpoint_manager(
       workdir, every_steps=int(config.checkpoint_every_steps), keep=int(config.keep_checkpoints))
-  latest = manager.latest_step()
-  if latest is None:
-    state = exp.setup.init_state()
-  else:
-    state = checkpointing.restore(manager, latest, exp.setup.abstract_state, train_iter)
-    print(f"[{name}] resumed from step {latest} in {manager.directory}", flush=True)
+  state = resume_or_init(manager, exp.setup, train_iter, name)
   start = int(state.step)
 
   # ------------------------------------------------------------------ evaluators
   evaluator = exp.evaluator()
-  eval_every = int(config.eval_every_steps)
   last_eval: dict[str, float] = {}
 
   def evaluate(step: int) -> dict[str, float]:
@@ -118,7 +166,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   # ------------------------------------------------------------------ loop
   if start >= num_steps:
     print(f"[{name}] already trained to step {start} (config.num_steps={num_steps}).", flush=True)
-  t_start, t_last, last_logged = None, None, start
+  timer = StepTimer(start, num_steps, int(config.batch_size))
   histograms = dashboard.DifficultyHistograms(config.curriculum)
   row_offset = jax.process_index() * local_bs  # this process's rows in the global batch
   for step in range(start + 1, num_steps + 1):
@@ -127,39 +175,23 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       dashboard.write_input_examples(writer, step, host_batch, exp.tokenizer)
     histograms.add(step - 1, host_batch)
     state, metrics = step_fn(state, parallel.global_batch(exp.mesh, host_batch))
-
-    if t_start is None:  # the first step compiles; time the rest
-      jax.block_until_ready(state)
-      t_start = t_last = time.time()
-      last_logged = step
+    timer.step_done(step, state)
     if step % int(config.log_every_steps) == 0 or step == num_steps:
       metrics = jax.device_get(metrics)
-      scalars = dashboard.scalars(metrics, k)
+      scalars = {**dashboard.scalars(metrics, k), **timer.scalars(step)}
       histograms.write(writer, step)
-      now = time.time()
-      dt = max(now - t_last, 1e-9)
-      steps = step - last_logged
-      if steps > 0:
-        scalars["examples_per_sec"] = steps * int(config.batch_size) / dt
-        scalars["step_time_ms"] = 1000 * dt / steps
-      rate = (step - (start + 1)) / max(now - t_start, 1e-9)
-      eta = (num_steps - step) / rate if rate > 0 else 0.0
       writer.write_scalars(step, scalars)
       append_jsonl(workdir, {"step": step, **scalars})
       print(f"[{name}] step {step}/{num_steps} ({100 * step / num_steps:.0f}%) loss {scalars['loss']:.4f} "
             f"acc {scalars['accuracy']:.2f} visible {scalars['visible_fraction']:.0%} "
-            f"| {scalars.get('examples_per_sec', 0):.0f} ex/s {scalars.get('step_time_ms', 0):.0f} ms/step "
-            f"| ETA {format_duration(eta)}", flush=True)
-      t_last, last_logged = now, step
+            f"{timer.progress(step, scalars)}", flush=True)
 
     checkpointing.save(manager, step, state, train_iter, force=step == num_steps)
-    if (eval_every > 0 and step % eval_every == 0) or step == num_steps:
+    if is_eval_step(step, config):
       dashboard.write_hardest_now(writer, step, jax.device_get(metrics), host_batch, exp.tokenizer, row_offset)
       t0 = time.time()
       last_eval = evaluate(step)
-      if t_start is not None:  # throughput and ETA count training time only
-        t_start += time.time() - t0
-        t_last += time.time() - t0
+      timer.exclude(time.time() - t0)
   manager.wait_until_finished()
   writer.flush()
   return last_eval
