@@ -6,6 +6,7 @@ encoder restored from an experiment directory against the model that saved it.
 """
 
 import dataclasses
+import math
 import os
 import shutil
 

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -156,7 +157,9 @@ def test_masked_examples_change_no_loss(stage1, tiny_data_dir):
 
 
 def test_train_evaluate_and_sample_a_tiny_gan(stage1, tiny_data_dir, tmp_path):
-  config = tiny.tiny_gan_config(tiny_data_dir, stage1)
+  own_stage1 = str(tmp_path / "stage1")
+  shutil.copytree(stage1, own_stage1)
+  config = tiny.tiny_gan_config(tiny_data_dir, own_stage1)
   workdir = str(tmp_path / "gan")
   scores = gan_loop.train_gan(config, workdir)
   for prefix in ("g", "ema"):
@@ -167,6 +170,7 @@ def test_train_evaluate_and_sample_a_tiny_gan(stage1, tiny_data_dir, tmp_path):
   logged = [r for r in records if "loss/g_total" in r]
   assert [r["step"] for r in logged] == [2, 4] and all(np.isfinite(r["loss/d_total"]) for r in logged)
   assert gan_loop.train_gan(config, workdir) == {}  # already trained: resumes at the end, nothing to do
+  shutil.rmtree(own_stage1)  # the GAN's checkpoints carry the stage-1 weights: test and sample need no stage 1
 
   with open(os.path.join(workdir, "config.json")) as f:
     saved = json.load(f)

@@ -210,13 +210,13 @@ def _saved_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
-def _image_size(config: ml_collections.ConfigDict, workdir: str) -> int:
+def _image_size(config: ml_collections.ConfigDict, source: str) -> int:
   """The model's square input size, decided as pipeline.image_shape decides it for the dataset it trained on."""
   size = config.data.get("image_size")
   if size is None and config.data.get("name") == "synthetic_shapes":
     size = config.data.synthetic.image_size
   if size is None:
-    raise ValueError(f"{workdir}/config.json has data.image_size None for dataset {config.data.get('name')!r}; "
+    raise ValueError(f"{source} has data.image_size None for dataset {config.data.get('name')!r}; "
                      "cannot tell the image tower's input size.")
   return int(size)
 
@@ -227,24 +227,39 @@ def load_dual_encoder(workdir: str, step: int = -1) -> TrainedDualEncoder:
   The model is rebuilt from the experiment's saved config, and its state is
   restored into one device, replicated (whatever mesh it was trained on).
   """
-  from cmccl_jax import parallel
-  from cmccl_jax.data.tokenizer import build_tokenizer
   from cmccl_jax.train import checkpointing
-  from cmccl_jax.train.model_setup import ModelSetup
 
   workdir = os.path.abspath(os.path.expanduser(workdir))
   step = resolve_step(workdir, step)
-  config = _saved_config(workdir)
-  image_size = _image_size(config, workdir)
+  setup, shapes = _setup(_saved_config(workdir), os.path.join(workdir, "config.json"))
+  manager = checkpointing.checkpoint_manager(workdir, every_steps=1, keep=1, read_only=True)
+  state = checkpointing.restore(manager, step, setup.abstract_state)
+  return dataclasses.replace(shapes, workdir=workdir, step=step, params=state.params)
+
+
+def dual_encoder_architecture(config: ml_collections.ConfigDict, source: str) -> TrainedDualEncoder:
+  """A dual encoder of `config` with shapes (jax.ShapeDtypeStruct) for weights, and step -1.
+
+  For models that carry the encoder's weights in their own checkpoints (XMC-GAN's
+  stage 1): restoring them needs only the architecture. `source` names the config in errors.
+  """
+  return _setup(config, source)[1]
+
+
+def _setup(config: ml_collections.ConfigDict, source: str):
+  """(ModelSetup on one device, TrainedDualEncoder with abstract params) for a dual-encoder config."""
+  from cmccl_jax import parallel
+  from cmccl_jax.data.tokenizer import build_tokenizer
+  from cmccl_jax.train.model_setup import ModelSetup
+
+  image_size = _image_size(config, source)
   with config.unlocked():
     config.param_sharding = ()
   tokenizer = build_tokenizer(config.tokenizer)
   mesh = parallel.make_mesh({parallel.DATA_AXIS: 1}, jax.devices()[:1])
   setup = ModelSetup(config, mesh, (image_size, image_size, 3), tokenizer.vocab_size)
-  manager = checkpointing.checkpoint_manager(workdir, every_steps=1, keep=1, read_only=True)
-  state = checkpointing.restore(manager, step, setup.abstract_state)
-  return TrainedDualEncoder(workdir=workdir, step=step, config=config, model=setup.model, params=state.params,
-                            tokenizer=tokenizer, image_size=image_size)
+  return setup, TrainedDualEncoder(workdir=source, step=-1, config=config, model=setup.model,
+                                   params=setup.abstract_state.params, tokenizer=tokenizer, image_size=image_size)
 
 
 def dual_encoder_teacher(trained: TrainedDualEncoder, batch_size: int = 256) -> Teacher:

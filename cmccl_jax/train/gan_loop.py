@@ -4,10 +4,12 @@ Reads top to bottom like the dual-encoder loop: logging → mesh → stage 1 →
 model → sharding → update step → checkpoint → evaluators → loop.
 """
 
+import json
 import os
 import time
 
 import jax
+import ml_collections
 import numpy as np
 from clu import metric_writers
 
@@ -20,6 +22,8 @@ from cmccl_jax.train.gan_setup import GanSetup
 
 # The samples shown in TensorBoard: the first evaluation captions, fixed noise.
 GRID_SIZE = 16
+# The stage-1 experiment's config, copied into the GAN's workdir: its weights are in the GAN's checkpoints.
+STAGE1_CONFIG = "stage1_config.json"
 
 
 def to_uint8(images) -> np.ndarray:
@@ -38,15 +42,30 @@ def _inception(config):
   return jax.jit(lambda images: model.apply(variables, images))
 
 
+def _stage1(config, workdir: str) -> teachers.TrainedDualEncoder:
+  """The stage-1 dual encoder: read from config.gan.stage1 while `workdir` has no checkpoint yet (and its
+  config copied there), afterwards only its architecture: the weights are in the GAN's own checkpoints."""
+  saved = os.path.join(workdir, STAGE1_CONFIG)
+  if os.path.isfile(saved) and teachers.checkpoint_steps(workdir):
+    with open(saved) as f:
+      return teachers.dual_encoder_architecture(ml_collections.ConfigDict(json.load(f)), saved)
+  trained = teachers.load_dual_encoder(config.gan.stage1)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(saved, "w") as f:
+      f.write(trained.config.to_json_best_effort(indent=2))
+  return trained
+
+
 class GanExperiment:
   """What training, checkpoint evaluation and sampling need: mesh, stage 1, data, model, shardings."""
 
-  def __init__(self, config, *, with_data: bool = True):
+  def __init__(self, config, workdir: str, *, with_data: bool = True):
     self.config = config
     # ---------------------------------------------------------------- mesh
     self.mesh = parallel.make_mesh(config.mesh)
     # ---------------------------------------------------------------- stage 1: text encoder, E, tokenizer
-    self.stage1 = teachers.load_dual_encoder(config.gan.stage1)
+    self.stage1 = _stage1(config, workdir)
     self.tokenizer = self.stage1.tokenizer
     # ---------------------------------------------------------------- input
     k = int(config.curriculum.num_blocks)
@@ -113,7 +132,7 @@ def train_gan(config, workdir: str) -> dict[str, float]:
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   name = os.path.basename(os.path.normpath(workdir))
 
-  exp = GanExperiment(config)
+  exp = GanExperiment(config, workdir)
   num_steps = int(config.num_steps)
   local_bs = parallel.local_batch_size(int(config.batch_size), exp.mesh)
   train_iter = iter(pipeline.train_dataset(exp.builder, config, exp.tokenizer, local_bs))
@@ -173,8 +192,8 @@ def train_gan(config, workdir: str) -> dict[str, float]:
 
 def evaluate_gan_checkpoints(config, workdir: str) -> list[dict[str, float]]:
   """Scores G and EMA-G of every checkpoint in `workdir`: `scores.csv` and TensorBoard eval/* (run `test`)."""
-  exp = GanExperiment(config)
   steps = loop.checkpoint_steps_or_raise(workdir)
+  exp = GanExperiment(config, workdir)
   writer = metric_writers.create_default_writer(os.path.join(workdir, "test"), just_logging=jax.process_index() > 0)
   evaluator = exp.evaluator()
   rows = []
@@ -197,8 +216,8 @@ def sample(config, workdir: str, captions: list[str], *, num_per_caption: int = 
   import tensorflow as tf
   if not captions:
     raise ValueError('give at least one caption: bash sample.sh EXP "a caption" ["another" ...]')
-  exp = GanExperiment(config, with_data=False)
   steps = loop.checkpoint_steps_or_raise(workdir)
+  exp = GanExperiment(config, workdir, with_data=False)
   step = steps[-1] if step < 0 else step
   if step not in steps:
     raise ValueError(f"no checkpoint at step {step} in {workdir}; it has steps {steps}.")
@@ -206,8 +225,8 @@ def sample(config, workdir: str, captions: list[str], *, num_per_caption: int = 
   tokens = np.repeat(exp.tokenizer(tf.constant(captions)).numpy(), num_per_caption, axis=0)
   z = np.random.default_rng(int(config.seed)).standard_normal(
       (len(tokens), int(config.gan.z_dim))).astype(np.float32)
-  rows = parallel.data_sharding(exp.mesh).mesh.shape[parallel.DATA_AXIS]
-  padded = -(-len(tokens) // rows) * rows
+  shards = exp.mesh.shape[parallel.DATA_AXIS]
+  padded = -(-len(tokens) // shards) * shards
   images = exp.setup.sampler(GanSetup.generator_vars(state, ema), state.encoder,
                                pipeline.pad_rows(tokens, padded), pipeline.pad_rows(z, padded))
   grid = dashboard.image_grid(to_uint8(images[:len(tokens)]), cols=num_per_caption)
