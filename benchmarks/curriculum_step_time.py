@@ -48,6 +48,8 @@ def main() -> None:
   parser.add_argument("--config", default="configs/ablation.py", help="a config file with get_config()")
   parser.add_argument("--rounds", type=int, default=6)
   parser.add_argument("--steps", type=int, default=40, help="steps per trainer per round")
+  parser.add_argument("--host_sampler", type=int, default=1,
+                      help="1: 'on' also samples batches by block on the host; 0: the device mask alone")
   args = parser.parse_args()
   import importlib.util
   import tensorflow as tf
@@ -57,7 +59,8 @@ def main() -> None:
   spec.loader.exec_module(module)
   base = module.get_config()
   trainers = {}
-  for name, fields in (("off", dict(pacing="none")), ("on", dict(pacing="root", order="easy_first"))):
+  on = dict(pacing="root", order="easy_first", host_sampler=bool(args.host_sampler))
+  for name, fields in (("off", dict(pacing="none")), ("on", on)):
     config = base.copy_and_resolve_references()
     config.curriculum.update(fields)
     trainers[name] = _trainer(config)
@@ -66,7 +69,8 @@ def main() -> None:
     for name in (("off", "on") if r % 2 == 0 else ("on", "off")):
       times[name].extend(_run(trainers[name], args.steps))
   medians = {name: statistics.median(t) for name, t in times.items()}
-  print(f"{args.rounds} rounds x {args.steps} steps each, batch {base.batch_size}, config {args.config}")
+  print(f"{args.rounds} rounds x {args.steps} steps each, batch {base.batch_size}, config {args.config}, "
+        f"host sampler {'on' if args.host_sampler else 'off'}")
   for name in ("off", "on"):
     print(f"  curriculum {name:3s}: median {medians[name]:.1f} ms/step")
   print(f"ratio on / off: {medians['on'] / medians['off']:.3f} (goal <= 1.03)")
