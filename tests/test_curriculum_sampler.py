@@ -69,3 +69,21 @@ def test_without_the_sampler_the_mask_does_the_pacing(tiny_config):
   builder = datasets.get_builder(config.data, 4)
   batch = next(pipeline.train_dataset(builder, config, build_tokenizer(config.tokenizer), 16).as_numpy_iterator())
   assert len(np.unique(batch["block"])) > 1  # step 0 shows block 0 only, yet the batch is uniform
+
+
+def test_disjoint_phases_switch_exactly_at_the_batch_boundary():
+  # Disjoint phases of 2 steps: a batch drawn with the previous step's weights would
+  # hold blocks invisible now. Records of varying caption counts (as COCO's) too.
+  n = 4000
+  captions = tf.ragged.constant([["a"] * (1 + i % 3) for i in range(n)])
+  blocks = np.random.RandomState(0).randint(4, size=n)  # kept counts vary from chunk to chunk
+  stream = tf.data.Dataset.from_tensor_slices({"block": {"s": blocks}, "captions": captions,
+                                               "i": np.arange(n)}).repeat()
+  curriculum = _curriculum(pacing="disjoint_phases", phase_steps=(2, 2, 2))
+  batch = 7
+  paced = curriculum_sampler.paced_stream(stream, curriculum=curriculum, num_steps=10, local_batch_size=batch,
+                                          seed=0, sizes=np.full(4, n // 4))
+  for step, example in enumerate(paced.ragged_batch(batch).take(10).as_numpy_iterator()):
+    weights = pacing.block_weights(step, curriculum, np)
+    assert np.all(weights[example["block"]["s"]] > 0), (step, example["block"]["s"])
+    assert [len(c) for c in example["captions"]] == [1 + i % 3 for i in example["i"]]  # records stay whole

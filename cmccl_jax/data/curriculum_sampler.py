@@ -5,13 +5,18 @@ of every early batch). The sampler evaluates the same pacing function on the hos
 (`pacing.weight_table`) and keeps an example of block b, on its way into the batch
 of step t, with probability w_b(t): rejection sampling from the one shuffled
 stream, so the batch is drawn in proportion to w_b(t) · n_b (uniformly over the
-visible examples, soft weights scaling a block's share). Reading costs 1 / (visible
-fraction of the data) examples per kept one: up to 1/c0 at the start, 1 once all
-data is visible.
+visible examples, soft weights scaling a block's share).
 
-The step of a kept example is (examples kept so far) // B, carried by a
-`Dataset.scan` whose state is part of the checkpointed iterator, and the keep draw
-is stateless in (seed, stream index), so resumed runs keep the pacing exactly.
+The stream is decided a chunk of B records at a time, with vectorised ops: per
+record tf.data work (a scan step, a filter, a map) cost more CPU than reading the
+rejected records, and on a small host that CPU is taken from the train step. An
+example's step is still exactly (examples kept before it) // B: a chunk of B
+records keeps at most B, so it crosses at most one batch boundary, and the records
+after the boundary are decided with the next step's weights.
+
+The kept count is the state of a `Dataset.scan`, part of the checkpointed iterator,
+and the keep draws are stateless in (seed, chunk index), so resumed runs keep the
+pacing exactly.
 """
 
 import numpy as np
@@ -50,22 +55,23 @@ def paced_stream(stream: tf.data.Dataset, *, curriculum, num_steps: int, local_b
   k = int(curriculum.num_blocks)
   scorer = curriculum.scorer
   table = tf.constant(keep_probabilities(pacing.weight_table(num_steps, curriculum), sizes))
-  last = num_steps
+  batch = tf.constant(local_batch_size, tf.int64)
+
+  def weights_at(step):
+    return table[tf.minimum(step, num_steps)]
 
   def decide(kept, element):
-    index, example = element
-    step = tf.minimum(kept // local_batch_size, last)
-    block = tf.clip_by_value(tf.cast(example["block"][scorer], tf.int32), 0, k - 1)
-    draw = tf.random.stateless_uniform([], seed=tf.stack([tf.constant(seed, tf.int64), index]))
-    keep = draw < table[step][block]
-    return kept + tf.cast(keep, tf.int64), (keep, example)
+    chunk, examples = element
+    block = tf.clip_by_value(tf.cast(examples["block"][scorer], tf.int32), 0, k - 1)
+    draw = tf.random.stateless_uniform(tf.shape(block), seed=tf.stack([tf.constant(seed, tf.int64), chunk]))
+    step = kept // batch
+    keep_now = draw < tf.gather(weights_at(step), block)
+    # Records after the one that fills step's batch belong to step + 1's.
+    kept_before = kept + tf.cumsum(tf.cast(keep_now, tf.int64), exclusive=True)
+    keep = tf.where(kept_before < (step + 1) * batch, keep_now, draw < tf.gather(weights_at(step + 1), block))
+    return kept + tf.reduce_sum(tf.cast(keep, tf.int64)), tf.nest.map_structure(
+        lambda x: tf.ragged.boolean_mask(x, keep) if isinstance(x, tf.RaggedTensor) else tf.boolean_mask(x, keep),
+        examples)
 
-  def kept(keep, example):
-    del example
-    return keep
-
-  def example_only(keep, example):
-    del keep
-    return example
-
-  return stream.enumerate().scan(tf.constant(0, tf.int64), decide).filter(kept).map(example_only)
+  chunks = stream.ragged_batch(local_batch_size).enumerate()
+  return chunks.scan(tf.constant(0, tf.int64), decide).unbatch()
