@@ -36,9 +36,13 @@ def _levels(resolution: int) -> int:
   return levels
 
 
-def _upsample(x):
+def _upsample(x, factor: int = 2):
+  """Nearest-neighbour ×factor by broadcasting: its gradient is a sum, not the scatter of a gather."""
+  if factor == 1:
+    return x
   n, h, w, c = x.shape
-  return jax.image.resize(x, (n, 2 * h, 2 * w, c), "nearest")
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, factor, w, factor, c))
+  return x.reshape(n, h * factor, w * factor, c)
 
 
 def _avg_pool(x):
@@ -46,32 +50,44 @@ def _avg_pool(x):
 
 
 class ConditionalBatchNorm(nn.Module):
-  """x̂ = BN(x) without affine; out = (1 + γ(cond)) x̂ + β(cond); cond [N, D] (global) or [N, H, W, D] (local).
+  """x̂ = BN(x) without affine; out = (1 + γ) x̂ + β, γ and β linear in the condition.
 
-  γ and β start at 0, so the block starts as plain batch norm. `mask` [N] keeps
+  cond [N, D] is the global condition; context [N, h, w, D'] (optional) the word
+  context of local conditional batch norm, at x's size or a divisor of it. γ, β are
+  linear in [cond, nearest-upsampled context], computed as Dense(cond) per example
+  plus Dense(context) at the context's size, then upsampled: the same function as a
+  Dense over the concatenation at every pixel, a fraction of its cost.
+  Both start at 0, so the block starts as plain batch norm. `mask` [N] keeps
   curriculum-masked examples out of the statistics.
   """
 
   @nn.compact
-  def __call__(self, x, cond, mask, *, train: bool):
+  def __call__(self, x, cond, mask, *, train: bool, context=None):
     x = nn.BatchNorm(use_running_average=not train, use_scale=False, use_bias=False, momentum=0.9,
                      epsilon=1e-5)(x, mask=mask[:, None, None, None])
-    if cond.ndim == 2:
-      cond = cond[:, None, None, :]
-    gamma = nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros, name="gamma")(cond)
-    beta = nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros, name="beta")(cond)
-    return x * (1.0 + gamma) + beta
+    affine = {}
+    for name in ("gamma", "beta"):
+      value = nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros, name=name)(cond)[:, None, None, :]
+      if context is not None:
+        local = nn.Dense(x.shape[-1], use_bias=False, kernel_init=nn.initializers.zeros,
+                         name=f"{name}_local")(context)
+        value = value + _upsample(local, x.shape[1] // context.shape[1])
+      affine[name] = value
+    return x * (1.0 + affine["gamma"]) + affine["beta"]
 
 
 class UpBlock(nn.Module):
-  """BigGAN residual up-block: CBN → ReLU → ×2 → conv3 → CBN → ReLU → conv3, plus conv1(×2 x)."""
+  """BigGAN residual up-block: CBN → ReLU → ×2 → conv3 → CBN → ReLU → conv3, plus conv1(×2 x).
+
+  With a word `context` both batch norms are local (spatially conditioned).
+  """
   features: int
 
   @nn.compact
-  def __call__(self, x, cond_in, cond_out, mask, *, train: bool):
-    h = nn.relu(ConditionalBatchNorm(name="cbn1")(x, cond_in, mask, train=train))
+  def __call__(self, x, cond, mask, *, train: bool, context=None):
+    h = nn.relu(ConditionalBatchNorm(name="cbn1")(x, cond, mask, train=train, context=context))
     h = nn.Conv(self.features, (3, 3), name="conv1")(_upsample(h))
-    h = nn.relu(ConditionalBatchNorm(name="cbn2")(h, cond_out, mask, train=train))
+    h = nn.relu(ConditionalBatchNorm(name="cbn2")(h, cond, mask, train=train, context=context))
     h = nn.Conv(self.features, (3, 3), name="conv2")(h)
     return h + nn.Conv(self.features, (1, 1), name="skip")(_upsample(x))
 
@@ -106,27 +122,13 @@ class Generator(nn.Module):
     for level in range(1, levels + 1):
       features = self.channels * self._multiplier(level, levels)
       size = 4 * 2 ** level
-      if context is None:
-        x = UpBlock(features, name=f"up_{size}")(x, cond, cond, mask, train=train)
-      else:
-        x = UpBlock(features, name=f"up_{size}")(x, self._local(cond, context, size // 2),
-                                                  self._local(cond, context, size), mask, train=train)
+      x = UpBlock(features, name=f"up_{size}")(x, cond, mask, train=train, context=context)
       if size == REGION_SIZE:
         query = nn.Conv(self.attention_dim, (1, 1), name="region_query")(x)
         keys = nn.Dense(self.attention_dim, name="word_key")(words)
         context = word_region_attention(query, keys, word_mask, self.rho0)
-    x = nn.relu(ConditionalBatchNorm(name="out_cbn")(x, self._local(cond, context, self.resolution), mask,
-                                                      train=train))
+    x = nn.relu(ConditionalBatchNorm(name="out_cbn")(x, cond, mask, train=train, context=context))
     return jnp.tanh(nn.Conv(3, (3, 3), name="to_rgb")(x))
-
-  @staticmethod
-  def _local(cond, context, size: int):
-    """[c, word context] per pixel at `size`: the condition of local conditional batch norm."""
-    n, h, w, d = context.shape
-    if h != size:
-      context = jax.image.resize(context, (n, size, size, d), "nearest")
-    return jnp.concatenate([jnp.broadcast_to(cond[:, None, None, :], (n, size, size, cond.shape[-1])), context],
-                           axis=-1)
 
 
 class DownBlock(nn.Module):

@@ -1,4 +1,4 @@
-"""The jitted XMC-GAN step: D steps per G step, one forward with two VJPs, EMA of G.
+"""The jitted XMC-GAN step: D steps per G step (unrolled), one forward with two VJPs, EMA of G.
 
 Every contrastive term (image–sentence, region–word, real–fake in D space and in
 the frozen encoder's space) goes through `losses.contrastive_loss` on the global
@@ -112,6 +112,12 @@ def gan_losses(g_params, d_params, g_stats, d_stats, *, encoder_vars, real, text
   return (d_loss, g_loss), aux
 
 
+def _first(losses_and_aux):
+  """((L_D, L_G), aux) → (L_D, aux)."""
+  (d_loss, _), aux = losses_and_aux
+  return d_loss, aux
+
+
 def gan_step(state: GanState, batch, *, generator, discriminator, encoder, encoder_size: int, g_tx, d_tx, config):
   """`d_steps` discriminator updates; the last shares its forward with the generator update.
 
@@ -133,13 +139,18 @@ def gan_step(state: GanState, batch, *, generator, discriminator, encoder, encod
   def d_only(i, carry):
     d_params, d_opt, g_stats, d_stats = carry
     z = jax.random.normal(jax.random.fold_in(rng, i), z_shape)
-    _, vjp, aux = jax.vjp(lambda dp: forward(state.g_params, dp, g_stats, d_stats, z=z), d_params, has_aux=True)
-    (d_grads,) = vjp((jnp.ones(()), jnp.zeros(())))
+    # The gradient of L_D alone: the terms only L_G uses (E on the fakes, word_fake, ...) are dead code here.
+    d_grads, aux = jax.grad(lambda dp: _first(forward(state.g_params, dp, g_stats, d_stats, z=z)), has_aux=True)(
+        d_params)
     updates, d_opt = d_tx.update(d_grads, d_opt, d_params)
     return optax.apply_updates(d_params, updates), d_opt, aux["g_stats"], aux["d_stats"]
 
-  d_params, d_opt, g_stats, d_stats = jax.lax.fori_loop(
-      0, d_steps - 1, d_only, (state.d_params, state.d_opt, state.g_stats, state.d_stats))
+  # Unrolled: in a while loop XLA:CPU ran the D step's convolutions about 6x slower (4 s vs 0.7 s
+  # for a 32 px batch of 16), and d_steps is a small constant.
+  carry = (state.d_params, state.d_opt, state.g_stats, state.d_stats)
+  for i in range(d_steps - 1):
+    carry = d_only(i, carry)
+  d_params, d_opt, g_stats, d_stats = carry
   z = jax.random.normal(jax.random.fold_in(rng, d_steps - 1), z_shape)
   (d_loss, g_loss), vjp, aux = jax.vjp(
       lambda gp, dp: forward(gp, dp, g_stats, d_stats, z=z), state.g_params, d_params, has_aux=True)
