@@ -84,6 +84,24 @@ def test_image_sizes_the_gan_cannot_attend_at_are_refused():
   assert xmcgan._levels(32) == 3 and xmcgan._levels(128) == 5
 
 
+def test_local_conditional_batch_norm_is_a_dense_over_condition_and_upsampled_context():
+  """γ, β = Dense([cond, nearest-upsampled context]) at every pixel, computed in its cheaper factored form."""
+  rng = np.random.default_rng(0)
+  x, cond, context = (rng.normal(size=s).astype(np.float32) for s in ((2, 8, 8, 4), (2, 3), (2, 4, 4, 5)))
+  mask = jnp.ones((2,), bool)
+  cbn = xmcgan.ConditionalBatchNorm()
+  variables = cbn.init(jax.random.key(0), x, cond, mask, train=True, context=context)
+  params = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), variables["params"])
+  out, _ = cbn.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, cond, mask, train=True,
+                     context=context, mutable=["batch_stats"])
+  up = np.repeat(np.repeat(context, 2, axis=1), 2, axis=2)
+  pixels = np.concatenate([np.broadcast_to(cond[:, None, None], (2, 8, 8, 3)), up], axis=-1)
+  affine = {name: pixels @ np.concatenate([params[name]["kernel"], params[f"{name}_local"]["kernel"]])
+            + params[name]["bias"] for name in ("gamma", "beta")}
+  normed = (x - x.mean(axis=(0, 1, 2))) / np.sqrt(x.var(axis=(0, 1, 2)) + 1e-5)
+  np.testing.assert_allclose(out, normed * (1 + affine["gamma"]) + affine["beta"], rtol=1e-4, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def stage1(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("stage1") / "stage1")
@@ -126,6 +144,30 @@ def test_gan_step_on_8_devices_equals_one_device(stage1, tiny_data_dir):
   assert set(gan_step.LOSS_TERMS) <= {k.split("/", 1)[1] for k in m1 if k.startswith("loss/")}
 
 
+def test_a_bert_text_tower_conditions_the_gan(tiny_data_dir, tmp_path):
+  """Stage 1 with a BERT text tower (as configs/minilm_synthetic.py's MiniLM): G and D read its word states.
+
+  Also runs two D steps per G step (the unrolled D-only step).
+  """
+  from tests.test_text_tower import TINY_BERT
+  workdir = str(tmp_path / "bert_stage1")
+  os.makedirs(workdir)
+  tiny.save_random_experiment(workdir, [(5, 10.0)], text_tower=TINY_BERT)
+  config = tiny.tiny_gan_config(tiny_data_dir, workdir)
+  config.gan.d_steps = 2
+  trained = teachers.load_dual_encoder(workdir)
+  assert trained.config.model.text.kind == "bert"
+  mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
+  setup = GanSetup(config, mesh, (32, 32, 3), trained)
+  state = setup.init_state()
+  tokens = jnp.asarray(_batch(4)["tokens"])
+  sentence, words, word_mask = gan_step.text_features(state.encoder, tokens, encoder=setup.encoder)
+  assert words.shape == (4, 12, TINY_BERT["hidden_size"]) and sentence.shape == (4, 16)
+  new_state, metrics = setup.train_step()(state, parallel.global_batch(mesh, _batch(8)))
+  assert int(new_state.step) == 1
+  assert all(np.isfinite(v) for v in jax.device_get(metrics).values())
+
+
 def test_masked_examples_change_no_loss(stage1, tiny_data_dir):
   """The pacing mask drops an example from every term: its image and caption may be anything."""
   config = tiny.tiny_gan_config(tiny_data_dir, stage1)
@@ -156,7 +198,7 @@ def test_masked_examples_change_no_loss(stage1, tiny_data_dir):
   assert float(terms(changed)["sentence_real"]) != pytest.approx(float(before["sentence_real"]), rel=1e-6)
 
 
-def test_train_evaluate_and_sample_a_tiny_gan(stage1, tiny_data_dir, tmp_path):
+def test_train_evaluate_and_sample_a_tiny_gan(stage1, tiny_data_dir, tmp_path, capsys):
   own_stage1 = str(tmp_path / "stage1")
   shutil.copytree(stage1, own_stage1)
   config = tiny.tiny_gan_config(tiny_data_dir, own_stage1)
@@ -175,8 +217,11 @@ def test_train_evaluate_and_sample_a_tiny_gan(stage1, tiny_data_dir, tmp_path):
   with open(os.path.join(workdir, "config.json")) as f:
     saved = json.load(f)
   assert saved["model_type"] == "xmcgan"
+  capsys.readouterr()
   rows = gan_loop.evaluate_gan_checkpoints(config, workdir)
+  assert "No FID Inception weights given" in capsys.readouterr().out  # said plainly, offline metrics only
   assert [r["step"] for r in rows] == [1, 2, 4]  # orbax keeps the first step too
+  assert not any(k.endswith(("/fid", "/is")) for k in rows[-1])
   assert rows[-1]["ema/fd_stage1"] == pytest.approx(scores["ema/fd_stage1"], rel=1e-4)
   with open(os.path.join(workdir, "scores.csv")) as f:
     assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 4]

@@ -35,13 +35,16 @@ def tiny_config(data_dir: str):
   return c
 
 
-def save_random_experiment(workdir: str, steps_and_scales) -> None:
+def save_random_experiment(workdir: str, steps_and_scales, text_tower: dict | None = None) -> None:
   """An experiment directory as train.sh writes it: config.json and orbax checkpoints (state + data).
 
   The states are random draws shaped like the tiny config's (initialising would
-  compile for seconds), each with its own logit scale.
+  compile for seconds), each with its own logit scale; `text_tower` replaces
+  config.model.text (e.g. a BERT tower).
   """
   config = tiny_config(str(workdir))
+  if text_tower is not None:
+    config.model.text = text_tower
   save_config(config, workdir)
   mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
   size = config.data.synthetic.image_size

@@ -81,6 +81,11 @@ class GanExperiment:
 
   def evaluator(self) -> GenerationEvaluator:
     e = self.config.gan.eval
+    if not e.get("inception", "") and jax.process_index() == 0:
+      print("No FID Inception weights given (bash test.sh EXP --inception=PATH to pt_inception-2015-12-05-*.pth, "
+            "or config.gan.eval.inception): FID and IS are not computed. Reporting the offline metrics only: "
+            "fd_stage1, a Frechet distance in the stage-1 image tower's feature space (not FID), and the "
+            "alignment of samples with their captions under the stage-1 dual encoder.", flush=True)
     return GenerationEvaluator(self.builder, self.config.data.eval_split, self.tokenizer, self.setup,
                                int(self.config.eval_batch_size), int(e.num_images), int(e.candidates),
                                inception=_inception(self.config), stats_dir=e.get("stats_dir") or None,
