@@ -112,12 +112,13 @@ def contrastive_loss(
     raise ValueError(f"contrastive_loss needs paired embeddings, got {emb_a.shape} and {emb_b.shape}.")
   valid = jnp.ones((n,), bool) if valid is None else valid.astype(bool)
   weights = jnp.ones((n,), jnp.float32) if weights is None else weights.astype(jnp.float32)
-  if normalize:
-    emb_a, emb_b = l2_normalize(emb_a), l2_normalize(emb_b)
-  # Masked rows are zeroed before the product so no value of theirs, not even a
-  # non-finite one, can reach the logits of valid pairs.
+  # Masked rows are zeroed first, before anything computes on them: a non-finite
+  # value there then reaches neither the logits of valid pairs nor, through the
+  # normalisation's backward pass (0 · nan = nan), any gradient.
   emb_a = jnp.where(valid.reshape((n,) + (1,) * (emb_a.ndim - 1)), emb_a, 0.0)
   emb_b = jnp.where(valid.reshape((n,) + (1,) * (emb_b.ndim - 1)), emb_b, 0.0)
+  if normalize:
+    emb_a, emb_b = l2_normalize(emb_a), l2_normalize(emb_b)
   if similarity is None:
     logits = scale * jnp.einsum("id,jd->ij", emb_a, emb_b, preferred_element_type=jnp.float32)
   else:

@@ -75,6 +75,23 @@ def test_masked_example_has_no_influence(embeddings, kind):
   np.testing.assert_array_equal(ga2[2], 0.0)
 
 
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 0.0])
+def test_a_masked_non_finite_or_zero_row_leaves_every_gradient_finite(embeddings, kind, bad):
+  # A zero row is the other trap: the norm's derivative at 0 is where an unmasked eps clamp still bites.
+  a, b = embeddings
+  a, b = a.copy(), b.copy()
+  a[2], b[4] = bad, bad
+  valid = jnp.array([1, 1, 0, 1, 0, 1], bool)
+  loss, (ga, gb) = jax.value_and_grad(
+      lambda a, b: losses.contrastive_loss(a, b, scale=7.0, bias=-1.0, kind=kind, valid=valid)[0],
+      argnums=(0, 1))(a, b)
+  assert np.isfinite(float(loss))
+  assert np.all(np.isfinite(ga)) and np.all(np.isfinite(gb))
+  np.testing.assert_array_equal(ga[2], 0.0)
+  np.testing.assert_array_equal(gb[4], 0.0)
+
+
 def test_all_masked_is_finite(embeddings):
   a, b = embeddings
   loss, grads = jax.value_and_grad(

@@ -53,6 +53,15 @@ def test_contrastive_loss_takes_any_similarity():
   assert float(doubled) == pytest.approx(float(dot), rel=1e-6)
 
 
+def test_r_precision_counts_ties_against_the_model():
+  from cmccl_jax.evaluation.generation import r_precision
+  text = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # captions 0 and 1 embed identically
+  images = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+  candidates = np.array([[0, 1], [1, 2], [2, 0]])
+  # Image 0 ties its caption with caption 1 (a loss); image 1 prefers caption 2 (a loss); image 2 wins.
+  assert r_precision(images, text, candidates) == pytest.approx(1 / 3)
+
+
 def test_hinge_losses_worked_by_hand():
   real = jnp.asarray([2.0, 0.5, -1.0, 9.0])
   fake = jnp.asarray([-2.0, 0.0, 1.0, 9.0])
