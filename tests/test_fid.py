@@ -41,36 +41,45 @@ def test_frechet_distance_zero_for_identical_and_symmetric():
   np.testing.assert_allclose(d12, d21, rtol=1e-9)
 
 
-@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
 def test_frechet_distance_of_singular_covariances():
-  # Rank-1 covariances in 3-D (fewer samples than dimensions): S1 S2 is singular, and the
-  # answer is the 1-D one along the shared direction.
-  v = np.array([1.0, 2.0, 2.0]) / 3.0
-  got = fid.frechet_distance(np.zeros(3), 4.0 * np.outer(v, v), np.zeros(3), 1.0 * np.outer(v, v))
-  np.testing.assert_allclose(got, (2.0 - 1.0)**2, atol=1e-6)
+  # Rank-1 covariances in 3-D: S1 = a² u u^T, S2 = b² w w^T with unit u, w. S1 S2 = a² b² (u.w) u w^T has the one
+  # nonzero eigenvalue a² b² (u.w)², so Tr sqrt(S1 S2) = a b |u.w| and d² = a² + b² - 2 a b |u.w|.
+  u = np.array([1.0, 2.0, 2.0]) / 3.0
+  # Same direction (where scipy 1.17's sqrtm returns an imaginary part of ~1e8): the 1-D answer (a - b)².
+  got = fid.frechet_distance(np.zeros(3), 4.0 * np.outer(u, u), np.zeros(3), 1.0 * np.outer(u, u))
+  np.testing.assert_allclose(got, (2.0 - 1.0)**2, rtol=1e-12)
+  # Different directions, u.w = 2/3: d² = 4 + 1 - 2 * 2 * 1 * 2/3 = 7/3.
+  w = np.array([0.0, 0.0, 1.0])
+  got = fid.frechet_distance(np.zeros(3), 4.0 * np.outer(u, u), np.zeros(3), 1.0 * np.outer(w, w))
+  np.testing.assert_allclose(got, 7.0 / 3.0, rtol=1e-12)
 
 
-def test_frechet_distance_retries_with_the_offset_when_sqrtm_is_not_finite(monkeypatch):
-  rng = np.random.default_rng(6)
-  mu1, mu2, s1, s2 = rng.normal(size=3), rng.normal(size=3), _random_covariance(rng, 3), _random_covariance(rng, 3)
-  eps = 1e-2
-  want = fid.frechet_distance(mu1, s1 + eps * np.eye(3), mu2, s2 + eps * np.eye(3)) - 2 * 3 * eps  # traces carry no eps
-  sqrtm, calls = fid.linalg.sqrtm, []
-
-  def first_call_not_finite(a):
-    calls.append(a)
-    return np.full_like(a, np.nan) if len(calls) == 1 else sqrtm(a)
-
-  monkeypatch.setattr(fid.linalg, "sqrtm", first_call_not_finite)
-  got = fid.frechet_distance(mu1, s1, mu2, s2, eps=eps)
-  assert len(calls) == 2
-  np.testing.assert_allclose(got, want, rtol=1e-9)
+def test_frechet_distance_matches_scipy_sqrtm_on_well_conditioned_covariances():
+  # 200 samples in 16-D: full-rank covariances, where the textbook Tr sqrtm(S1 S2) is accurate.
+  from scipy import linalg
+  rng = np.random.default_rng(7)
+  x1 = rng.normal(size=(200, 16)) @ rng.normal(size=(16, 16))
+  x2 = rng.normal(size=(200, 16)) @ rng.normal(size=(16, 16)) + 0.5
+  (mu1, s1), (mu2, s2) = fid.activation_statistics(x1), fid.activation_statistics(x2)
+  want = np.sum((mu1 - mu2)**2) + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(linalg.sqrtm(s1 @ s2)).real
+  np.testing.assert_allclose(fid.frechet_distance(mu1, s1, mu2, s2), want, rtol=1e-8)
 
 
-def test_frechet_distance_rejects_a_large_imaginary_part():
-  # sigma1 = diag(1, -1) is not a covariance: sqrt(sigma1 sigma2) has i on its diagonal.
-  with pytest.raises(ValueError, match="imaginary part of 1 "):
-    fid.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
+def test_frechet_distance_of_rank_deficient_covariances_matches_singular_values():
+  # 10 samples in 64-D: rank-9 covariances S = A A^T, A the centred samples^T / sqrt(n - 1). S1 S2 = A1 (A1^T A2 A2^T)
+  # has the nonzero eigenvalues of (A1^T A2)(A1^T A2)^T, so Tr sqrt(S1 S2) is the sum of the singular values of
+  # A1^T A2, and Tr S = ||A||_F²: an exact formula that needs no square root of a singular matrix.
+  rng = np.random.default_rng(8)
+  x1, x2 = rng.normal(size=(10, 64)), 2.0 * rng.normal(size=(10, 64)) + 0.3
+  (mu1, s1), (mu2, s2) = fid.activation_statistics(x1), fid.activation_statistics(x2)
+  a1, a2 = (x1 - mu1).T / np.sqrt(9), (x2 - mu2).T / np.sqrt(9)
+  want = (np.sum((mu1 - mu2)**2) + np.sum(a1**2) + np.sum(a2**2)
+          - 2.0 * np.linalg.svd(a1.T @ a2, compute_uv=False).sum())
+  got = fid.frechet_distance(mu1, s1, mu2, s2)
+  assert isinstance(got, float) and np.isfinite(got) and got >= 0.0
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+  np.testing.assert_allclose(fid.frechet_distance(mu2, s2, mu1, s1), want, rtol=1e-12)
+  assert abs(fid.frechet_distance(mu1, s1, mu1, s1)) < 1e-12 * np.trace(s1)
 
 
 def test_frechet_distance_rejects_mismatched_shapes():

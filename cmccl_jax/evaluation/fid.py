@@ -11,7 +11,7 @@ the layout pytorch-fid uses for its precomputed statistics.
 import os
 
 import numpy as np
-from scipy import linalg, special
+from scipy import special
 
 
 def _features_2d(features, what: str) -> np.ndarray:
@@ -68,14 +68,14 @@ class RunningStatistics:
     return self.mean.copy(), self.scatter / (self.count - 1)
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-  """d² = ||mu1 - mu2||² + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^{1/2}), the Fréchet distance of two Gaussians.
+def _psd_eigh(a) -> tuple[np.ndarray, np.ndarray]:
+  """eigh of PSD `a`, eigenvalues under d·eps·max zeroed: they are eigh's round-off, and their roots would be ~1e-8."""
+  w, v = np.linalg.eigh((a + a.T) / 2)
+  return np.where(w > a.shape[0] * np.finfo(np.float64).eps * w.max(initial=0.0), w, 0.0), v
 
-  When sigma1 sigma2 is singular enough that its square root is not finite, eps is
-  added to both diagonals first. The square root of a product of two PSD matrices has
-  real eigenvalues, so an imaginary part is round-off; it is dropped when negligible
-  and raises otherwise.
-  """
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+  """d² = |mu1-mu2|² + Tr S1 + Tr S2 - 2 Tr (√S1 S2 √S1)^½ by eigh, as that is symmetric PSD even for singular S."""
   mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
   sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
   d = mu1.shape[0]
@@ -83,17 +83,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     raise ValueError(f"FID needs two means of shape (d,) and two covariances of shape (d, d); got mu1 {mu1.shape}, "
                      f"sigma1 {sigma1.shape}, mu2 {mu2.shape}, sigma2 {sigma2.shape}.")
   diff = mu1 - mu2
-  covmean = linalg.sqrtm(sigma1 @ sigma2)
-  if not np.isfinite(covmean).all():
-    offset = np.eye(d) * eps
-    covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-  if np.iscomplexobj(covmean):
-    imaginary = np.abs(np.diagonal(covmean).imag).max()
-    if imaginary > 1e-3:
-      raise ValueError(f"sqrtm(sigma1 sigma2) has an imaginary part of {imaginary:.3g} on its diagonal; the "
-                       "covariances are not positive semi-definite (too few samples for the feature dimension?).")
-    covmean = covmean.real
-  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+  # S1 S2 = √S1 (√S1 S2) and (√S1 S2) √S1 have the same eigenvalues (AB and BA), so their roots' traces agree.
+  w1, v1 = _psd_eigh(sigma1)
+  sqrt_sigma1 = (v1 * np.sqrt(w1)) @ v1.T
+  trace_covmean = np.sqrt(_psd_eigh(sqrt_sigma1 @ sigma2 @ sqrt_sigma1)[0]).sum()
+  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_covmean)
 
 
 def inception_score(logits, splits: int = 10) -> tuple[float, float]:
