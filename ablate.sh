@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 name="ablation"
 if [ $# -ge 1 ] && [[ "$1" != -* ]]; then name="$1"; shift; fi
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
 exec python -m cmccl_jax.experiments.ablation --workdir="exp/$name" "$@"

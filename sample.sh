@@ -16,5 +16,5 @@ for a in "$@"; do
     *) captions+=("$a") ;;
   esac
 done
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
 exec python -m cmccl_jax.main --mode=sample --workdir="exp/$exp" "${flags[@]}" -- "${captions[@]}"

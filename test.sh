@@ -11,5 +11,5 @@ if [ $# -lt 1 ] || [ $# -gt 2 ] || [[ "$1" == -* ]] || { [ $# -eq 2 ] && [[ "$2"
   echo "usage: bash test.sh EXP_NAME [--inception=PATH]" >&2
   exit 2
 fi
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
 exec python -m cmccl_jax.main --mode=evaluate --workdir="exp/$1" "${@:2}"

@@ -17,5 +17,5 @@ for a in "$@"; do
     *) args+=("$a") ;;
   esac
 done
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
 exec python -m cmccl_jax.main --mode=train --workdir="exp/$exp" --config="$config" "${args[@]}"

@@ -17,16 +17,15 @@ import time
 import jax
 
 from cmccl_jax import parallel
-from cmccl_jax.data import pipeline
-from cmccl_jax.train import loop
+from cmccl_jax.tasks.dual_encoder.task import DualEncoderTask
 
 
 def _trainer(config):
-  exp = loop.Experiment(config)
+  exp = DualEncoderTask(config)
   local_bs = parallel.local_batch_size(int(config.batch_size), exp.mesh)
-  batches = iter(pipeline.train_dataset(exp.builder, config, exp.tokenizer, local_bs))
-  step_fn = exp.setup.train_step()
-  state = exp.setup.init_state()
+  batches = exp.train_batches(local_bs)
+  step_fn = exp.train_step()
+  state = exp.init_state()
   state, _ = step_fn(state, parallel.global_batch(exp.mesh, next(batches)))  # compile
   jax.block_until_ready(state)
   return {"exp": exp, "batches": batches, "step": step_fn, "state": state}

@@ -11,7 +11,7 @@ captions/s for the tagger alone.
 import argparse
 import time
 
-from cmccl_jax.curriculum import scorers
+from cmccl_jax.scoring import scorers
 from cmccl_jax.data import shapes_scene
 
 

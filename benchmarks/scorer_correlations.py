@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from cmccl_jax.curriculum import analysis, scorers
+from cmccl_jax.curriculum import analysis
+from cmccl_jax.scoring import scorers
 from cmccl_jax.data import shapes_scene
 
 

@@ -1,10 +1,14 @@
-"""What every command-line entry point shares: config-flag parsing and user-facing errors."""
+"""What every command-line entry point shares: config-flag parsing, quiet native logs, user-facing errors."""
 
+import contextlib
 import os
 import re
 import sys
+import tempfile
 
 from absl import app, flags
+
+from cmccl_jax.errors import UserError
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -22,11 +26,42 @@ def parse_flags(argv: list[str]) -> list[str]:
             "The fields and their defaults are in the --config file (configs/default.py by default)."])))
 
 
+@contextlib.contextmanager
+def native_stderr_captured():
+  """Holds back what native code writes to fd 2 meanwhile (TensorFlow's C++ start-up notices: oneDNN,
+  "could not find cuda drivers", cuInit), and shows it only if the block fails.
+
+  TF writes these before its log level applies, so TF_CPP_MIN_LOG_LEVEL cannot hide them.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    except BaseException:
+      os.dup2(saved, 2)
+      captured.seek(0)
+      sys.stderr.write(captured.read().decode("utf-8", "replace"))
+      raise
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+
+
+def hide_gpus_from_tf() -> None:
+  """TF only feeds data: leave every accelerator to JAX, and keep TF's start-up notices off the screen."""
+  with native_stderr_captured():
+    import tensorflow as tf
+    tf.config.set_visible_devices([], "GPU")
+    tf.constant(0)  # initialises TF's devices (the cuInit notice) while fd 2 is held back
+
+
 def run(main) -> None:
-  """app.run(main), printing the errors a user can fix (bad values, missing files) as one line, exit 2."""
+  """app.run(main), printing a UserError as one line (exit 2); any other exception keeps its traceback."""
   try:
     app.run(main, flags_parser=parse_flags)
-  except (ValueError, FileNotFoundError) as e:
+  except UserError as e:
     if os.environ.get("CMCCL_TRACEBACK"):
       raise
     print(f"error: {e}\n(set CMCCL_TRACEBACK=1 for the full traceback)", file=sys.stderr)

@@ -6,11 +6,7 @@
                    given as arguments: `python -m cmccl_jax.main --mode=sample --workdir=exp/NAME -- "a caption"`.
 """
 
-import json
-import os
-
 from absl import app, flags, logging
-import ml_collections
 from ml_collections import config_flags
 
 from cmccl_jax import cli
@@ -28,55 +24,46 @@ _OUT = flags.DEFINE_string("out", "", "sample: PNG path (default exp/NAME/sample
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (pods, multi-GPU hosts).")
 
 
-def _hide_gpus_from_tf() -> None:
-  """TF only feeds data; leave every accelerator to JAX."""
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")
-
-
-def _load_saved_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise SystemExit(f"error: {path} not found: {workdir} holds no trained experiment. "
-                     f"Train it first with `bash train.sh {os.path.basename(os.path.normpath(workdir))}`.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
 def main(argv) -> None:
   if len(argv) > 1 and _MODE.value != "sample":
     raise app.UsageError(f"unexpected arguments {argv[1:]}; overrides look like --config.field=value.")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # TFDS/orbax/clu chatter drowns the progress line
-  _hide_gpus_from_tf()
+  cli.hide_gpus_from_tf()
+  # After TF: its start-up notices are held back there, and the modules below import it.
   import jax
+  from cmccl_jax import tasks
+  from cmccl_jax.errors import UserError
+  from cmccl_jax.run import loop
+  from cmccl_jax.tasks.xmcgan.task import XmcganTask
+  from cmccl_jax.workdir import Workdir
+
   if _MULTIHOST.value:
     jax.distributed.initialize()
-  from cmccl_jax import config_validation
-  from cmccl_jax.train import gan_loop, loop
-
-  workdir = _WORKDIR.value
+  workdir = Workdir(_WORKDIR.value)
   if _MODE.value == "train":
     config = _CONFIG.value
     if config is None:
       raise app.UsageError("--config is required for --mode=train (train.sh passes configs/default.py).")
-    config_validation.validate(config)
-    (gan_loop.train_gan if config.model_type == "xmcgan" else loop.train_and_evaluate)(config, workdir)
+    tasks.validate(config)
+    loop.train(config, workdir.path)
     return
-  config = _load_saved_config(workdir)
+  config = workdir.load_config()
   if _MODE.value == "sample":
     if config.get("model_type") != "xmcgan":
-      raise app.UsageError(f"{workdir} is a {config.get('model_type')!r} experiment; only XMC-GAN "
-                           "experiments (--config=configs/xmcgan_*.py) can sample images.")
-    path = gan_loop.sample(config, workdir, list(argv[1:]), num_per_caption=_NUM_SAMPLES.value, step=_STEP.value,
-                           ema=_EMA.value, out=_OUT.value)
+      raise UserError(f"{workdir.path} is a {config.get('model_type')!r} experiment; only XMC-GAN "
+                      "experiments (--config=configs/xmcgan_*.py) can sample images.")
+    task = XmcganTask(config, workdir, with_data=False)
+    path = task.sample(workdir, list(argv[1:]), num_per_caption=_NUM_SAMPLES.value, step=_STEP.value,
+                       ema=_EMA.value, out=_OUT.value)
     print(f"wrote {path}", flush=True)
-  elif config.get("model_type") == "xmcgan":
-    if _INCEPTION.value is not None:
-      config.gan.eval.inception = _INCEPTION.value
-    gan_loop.evaluate_gan_checkpoints(config, workdir)
-  else:
-    loop.evaluate_checkpoints(config, workdir)
+    return
+  if _INCEPTION.value is not None:
+    if config.get("model_type") != "xmcgan":
+      raise UserError(f"--inception scores generators; {workdir.path} is a {config.get('model_type')!r} "
+                      "experiment. Drop the flag.")
+    config.gan.eval.inception = _INCEPTION.value
+  loop.evaluate_checkpoints(config, workdir.path)
 
 
 if __name__ == "__main__":

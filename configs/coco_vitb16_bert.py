@@ -18,7 +18,7 @@ ships). Point it at a local Hugging Face checkpoint to start from pretrained BER
 (a folder with config.json, model.safetensors and vocab.txt, e.g. written by
 save_pretrained). Retrieval is evaluated on Karpathy's 5k test split, so the
 config expects his dataset_coco.json; without it use
---config.data.coco.karpathy_split='' --config.data.eval_split=validation.
+--config.data.coco.karpathy_split='' --config.evals.eval.split=validation.
 """
 
 from configs import default
@@ -31,7 +31,7 @@ def get_config():
   c.data.coco.karpathy_split = "dataset_coco.json"  # relative to root
   c.data.coco.image_size = 256                      # stored shorter side
   c.data.image_size = 224                           # model input
-  c.data.eval_split = "test"
+  c.evals.eval.split = "test"
   c.data.shuffle_buffer = 50_000
   c.augment.image.update(random_resized_crop=True, crop_scale=(0.5, 1.0), flip=True)
 

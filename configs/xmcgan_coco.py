@@ -13,18 +13,22 @@ sized; pretrained BERT via its config) encodes the captions, its ViT-B/16 is E.
 """
 
 from configs import coco_vitb16_bert
+from configs import common
 from configs import xmcgan_synthetic
 
 
 def get_config():
-  c = coco_vitb16_bert.get_config()
+  stage1 = coco_vitb16_bert.get_config()
+  c = common.base()
+  c.data, c.augment, c.scoring = stage1.data, stage1.augment, stage1.scoring  # stage 1's COCO data
+  c.curriculum.scorer = stage1.curriculum.scorer
   c.model_type = "xmcgan"
+  c.evals = common.evals("generation", "validation")
   c.gan = xmcgan_synthetic.gan_block(stage1="exp/coco_b16")
   c.gan.generator.update(channels=64, cond_dim=256, attention_dim=256)
   c.gan.discriminator.update(channels=64, contrastive_dim=512)
   c.gan.eval.num_images = 30_000
   c.data.coco.karpathy_split = ""
-  c.data.eval_split = "validation"
   c.data.image_size = 128
   c.augment.image.update(random_resized_crop=False, flip=False)  # captions say left/right; G learns the data as is
   c.batch_size = 56

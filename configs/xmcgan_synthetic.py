@@ -12,7 +12,7 @@ Fréchet distance. Formulas and reference values: ALGORITHMS.md (XMC-GAN).
 
 import ml_collections
 
-from configs import default
+from configs import common
 
 
 def gan_block(stage1: str = "exp/demo") -> ml_collections.ConfigDict:
@@ -40,8 +40,9 @@ def gan_block(stage1: str = "exp/demo") -> ml_collections.ConfigDict:
 
 
 def get_config():
-  c = default.get_config()
+  c = common.base()
   c.model_type = "xmcgan"
+  c.evals = common.evals("generation", "test")
   c.gan = gan_block()
   # Sized for a 2-core CPU (about 1 s per step, measured). The reference widths, batch
   # and d_steps = 2 are for accelerators: --config.gan.generator.channels=32 etc.

@@ -10,10 +10,10 @@ import signal
 import sys
 
 from cmccl_jax import main as entry
-from cmccl_jax.train import checkpointing
+from cmccl_jax import checkpoints
 
 kill_step = int(sys.argv.pop(1))
-_save = checkpointing.save
+_save = checkpoints.save
 
 
 def save_then_maybe_die(manager, step, *args, **kwargs):
@@ -22,5 +22,5 @@ def save_then_maybe_die(manager, step, *args, **kwargs):
   return _save(manager, step, *args, **kwargs)
 
 
-checkpointing.save = save_then_maybe_die
+checkpoints.save = save_then_maybe_die
 entry.cli.run(entry.main)

@@ -16,17 +16,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_summary_takes_final_and_best_over_steps_then_mean_and_std_over_seeds():
   run = lambda a, b: {100: {m: a for m in ablation.METRICS}, 200: {m: b for m in ablation.METRICS}}
-  table = ablation.summarise({"root": [run(5.0, 3.0), run(1.0, 7.0)]})
+  # "best" is chosen on validation: the test value at the step whose validation value is highest.
+  table = ablation.summarise({"root": [run(5.0, 3.0), run(1.0, 7.0)]},
+                             {"root": [run(0.5, 0.9), run(0.8, 0.2)]})
   assert table["root"]["final t2i/R@1"] == (5.0, 2.0)  # finals 3, 7
-  assert table["root"]["best t2i/R@1"] == (6.0, 1.0)   # bests 5, 7
+  assert table["root"]["best t2i/R@1"] == (2.0, 1.0)   # validation picks step 200 (test 3), then step 100 (test 1)
 
 
 def test_history_keeps_the_last_record_of_a_step_and_separates_evals_from_step_times():
   records = [{"step": 50, "step_time_ms": 10.0}, {"step": 100, "step_time_ms": 12.0},
              {"step": 100, "eval/t2i/R@1": 1.0}, {"step": 100, "step_time_ms": 11.0},  # resumed: re-logged
-             {"step": 100, "eval/t2i/R@1": 2.0}]
-  evals, times = ablation.run_history(records)
-  assert evals == {100: {"t2i/R@1": 2.0}} and times == [10.0, 11.0]
+             {"step": 100, "eval/t2i/R@1": 2.0}, {"step": 100, "val/t2i/R@1": 4.0}]
+  evals, vals, times = ablation.run_history(records)
+  assert evals == {100: {"t2i/R@1": 2.0}} and vals == {100: {"t2i/R@1": 4.0}} and times == [10.0, 11.0]
 
 
 def test_unknown_variant_names_the_known_ones():

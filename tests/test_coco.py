@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cmccl_jax.curriculum import scorers
+from cmccl_jax.curriculum import blocks as blocks_lib
+from cmccl_jax.scoring import scorers
 from cmccl_jax.data import coco_captions
 from cmccl_jax.data import datasets
 from tests import captioned_fixtures as fx
 from tests import tiny
+from cmccl_jax.errors import UserError
 
 
 def _build(data_dir, **params):
@@ -62,12 +64,17 @@ def test_difficulty_and_blocks_follow_the_train_edges(official):
   builder, splits, _ = official
   edges = builder.info.metadata["block_edges"]["caption_length"]
   train = np.asarray([ex["difficulty"]["caption_length"] for ex in splits["train"].values()])
-  np.testing.assert_array_equal(edges, scorers.quantile_edges(train, 2))
+  ids = np.asarray([ex["id"] for ex in splits["train"].values()])
+  train_blocks = blocks_lib.quantile_blocks(train, ids, 2)
+  np.testing.assert_array_equal(edges, blocks_lib.block_edges(train, train_blocks, 2))
   for split, examples in splits.items():
     for ex in examples.values():
       words = np.mean([scorers.caption_words(c.decode()) for c in ex["captions"]])
       assert ex["difficulty"]["caption_length"] == pytest.approx(words)
-      assert ex["block"]["caption_length"] == scorers.assign_blocks([words], edges)[0]
+      if split == "train":
+        assert ex["block"]["caption_length"] == train_blocks[list(ids).index(ex["id"])]
+      else:
+        assert ex["block"]["caption_length"] == blocks_lib.assign_blocks([words], edges)[0]
     sizes = builder.info.metadata["block_sizes"]["caption_length"][split]
     assert sum(sizes) == len(examples)
 
@@ -159,7 +166,7 @@ def test_config_name_encodes_every_parameter(coco_root):
 
 def test_missing_root_names_the_path_and_where_to_get_it(tmp_path):
   root = str(tmp_path / "no_coco")
-  with pytest.raises(FileNotFoundError, match=r"no_coco.*does not exist.*cocodataset.org"):
+  with pytest.raises(UserError, match=r"no_coco.*does not exist.*cocodataset.org"):
     _build(tmp_path / "tfds", root=root)
 
 
@@ -167,7 +174,7 @@ def test_missing_annotation_file_names_the_path(tmp_path, coco_root):
   root = str(tmp_path / "coco")
   shutil.copytree(coco_root, root)
   os.remove(os.path.join(root, "annotations", "captions_val2014.json"))
-  with pytest.raises(FileNotFoundError) as error:
+  with pytest.raises(UserError) as error:
     _build(tmp_path / "tfds", root=root)
   message = str(error.value)
   assert os.path.join(root, "annotations", "captions_val2014.json") in message
@@ -179,12 +186,12 @@ def test_missing_image_folder_names_the_path(tmp_path, coco_root):
   root = str(tmp_path / "coco")
   shutil.copytree(coco_root, root)
   shutil.rmtree(os.path.join(root, "train2014"))
-  with pytest.raises(FileNotFoundError, match=r"coco/train2014/ \(the 2014 Train images, train2014.zip\)"):
+  with pytest.raises(UserError, match=r"coco/train2014/ \(the 2014 Train images, train2014.zip\)"):
     _build(tmp_path / "tfds", root=root)
 
 
 def test_missing_karpathy_file_names_the_path(tmp_path, coco_root):
-  with pytest.raises(FileNotFoundError, match=r"nowhere/dataset_coco.json.*caption_datasets.zip"):
+  with pytest.raises(UserError, match=r"nowhere/dataset_coco.json.*caption_datasets.zip"):
     _build(tmp_path / "tfds", root=coco_root, karpathy_split=str(tmp_path / "nowhere" / "dataset_coco.json"))
 
 
@@ -209,7 +216,7 @@ def test_get_builder_builds_coco_from_its_root_and_reuses_it(tmp_path, coco_root
   config.data.name = "coco_captions2014"
   config.data.coco.update(root=coco_root, image_size=16)
   config.data.auto_prepare = False
-  with pytest.raises(FileNotFoundError, match="is not built in"):
+  with pytest.raises(UserError, match="is not built in"):
     datasets.get_builder(config.data, 2)
   config.data.data_dir = os.path.dirname(os.path.dirname(os.path.dirname(official[0].data_dir)))
   builder = datasets.get_builder(config.data, 2)

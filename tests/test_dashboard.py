@@ -3,7 +3,7 @@
 import ml_collections
 import numpy as np
 
-from cmccl_jax.train import dashboard
+from cmccl_jax.tasks.dual_encoder import dashboard
 
 
 class FakeWriter:
@@ -92,10 +92,10 @@ def test_difficulty_ranking_shows_the_heads_hardest_and_easiest_eval_examples():
 
 
 def test_evaluator_reports_the_heads_predictions_over_the_split(tiny_config):
-  from cmccl_jax.train.loop import Experiment
-  exp = Experiment(tiny_config)
-  evaluator = exp.evaluator()
-  scores = evaluator(exp.setup.init_state().params)
+  from cmccl_jax.tasks.dual_encoder.task import DualEncoderTask
+  task = DualEncoderTask(tiny_config)
+  (evaluator, _), = task.evaluators().values()
+  scores = evaluator(task.init_state())
   report = evaluator.last_difficulty
   assert scores["t2i/R@1"] >= 0 and report["predicted"].shape == (24,)  # the tiny test split
   assert {"caption_length", "ground_truth"} <= set(report["spearman"])

@@ -7,7 +7,9 @@ import optax
 import pytest
 from scipy import stats
 
-from cmccl_jax.curriculum import difficulty_head as dh
+from cmccl_jax.curriculum import analysis, difficulty_head as dh
+from cmccl_jax.models.dual_encoder import DifficultyHead
+from cmccl_jax.tasks.dual_encoder import dashboard
 
 
 def test_average_ranks_share_ties_and_skip_masked_entries():
@@ -16,14 +18,29 @@ def test_average_ranks_share_ties_and_skip_masked_entries():
   np.testing.assert_allclose(dh.average_ranks(v, valid)[:4], [2.5, 0.0, 2.5, 1.0])
 
 
-def test_spearman_matches_scipy_with_ties_and_a_mask():
+def _metrics(predicted, loss, difficulty, visible):
+  return {"per_example_loss": loss, "visible": visible, "difficulty": difficulty,
+          "predicted_difficulty": predicted, "block_counts": np.zeros(4), "difficulty_head/mse": 0.0}
+
+
+def test_dashboard_rank_correlations_match_scipy_on_the_visible_examples():
   rng = np.random.default_rng(0)
   x = rng.integers(0, 5, 40).astype(np.float32)  # many ties
   y = (x + rng.normal(0, 2, 40)).astype(np.float32)
+  d = rng.normal(size=40).astype(np.float32)
   valid = rng.random(40) < 0.7
-  expected = stats.spearmanr(x[valid], y[valid]).statistic
-  np.testing.assert_allclose(float(dh.spearman(jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid))), expected,
+  out = dashboard.scalars(_metrics(x, y, d, valid), 4)
+  np.testing.assert_allclose(out["difficulty_head/spearman_loss"], stats.spearmanr(x[valid], y[valid]).statistic,
                              rtol=1e-5)
+  np.testing.assert_allclose(out["difficulty_head/spearman_offline"],
+                             stats.spearmanr(x[valid], d[valid]).statistic, rtol=1e-5)
+
+
+def test_no_offline_correlation_is_logged_without_an_offline_score():
+  # The "learned" scorer: the batch's difficulty column is all zeros; a correlation with it means nothing.
+  rng = np.random.default_rng(1)
+  out = dashboard.scalars(_metrics(rng.normal(size=8), rng.normal(size=8), np.zeros(8), np.ones(8, bool)), 4)
+  assert "difficulty_head/spearman_offline" not in out and "difficulty_head/spearman_loss" in out
 
 
 def test_head_loss_regresses_the_relative_loss_of_visible_examples():
@@ -35,7 +52,7 @@ def test_head_loss_regresses_the_relative_loss_of_visible_examples():
 
 
 def test_head_passes_no_gradient_to_the_embeddings_or_the_target():
-  head = dh.DifficultyHead(8)
+  head = DifficultyHead(8)
   z_img, z_txt = jax.random.normal(jax.random.key(0), (2, 6, 4))
   params = head.init(jax.random.key(1), z_img, z_txt)
 
@@ -55,7 +72,7 @@ def test_head_learns_a_difficulty_that_depends_on_the_pair():
   cos = jnp.sum(dh.losses.l2_normalize(z_img) * dh.losses.l2_normalize(z_txt), axis=-1)
   per_example = 3.0 - 2.0 * cos
   valid = jnp.ones(256, bool)
-  head = dh.DifficultyHead(32)
+  head = DifficultyHead(32)
   params = head.init(jax.random.key(2), z_img, z_txt)
   tx = optax.adam(1e-2)
   opt = tx.init(params)
@@ -72,7 +89,8 @@ def test_head_learns_a_difficulty_that_depends_on_the_pair():
     first = float(loss) if first is None else first
   predicted = head.apply(params, z_img, z_txt)
   assert float(loss) < 0.1 * first
-  assert float(dh.spearman(predicted, per_example, valid)) > 0.9
+  v = np.asarray(valid)
+  assert analysis.spearman(np.asarray(predicted)[v], np.asarray(per_example)[v]) > 0.9
 
 
 def test_learned_blocks_are_quantiles_of_the_prediction_within_the_batch():
@@ -81,20 +99,20 @@ def test_learned_blocks_are_quantiles_of_the_prediction_within_the_batch():
 
 
 def test_learned_scorer_paces_the_step_by_the_heads_ranking():
-  from cmccl_jax import config_validation, parallel
+  from cmccl_jax import parallel, tasks
   from cmccl_jax.data.tokenizer import load_vocab
-  from cmccl_jax.train.model_setup import ModelSetup
+  from cmccl_jax.tasks.dual_encoder.task import DualEncoderModel
   from tests import tiny
   from tests.test_train_step import IMAGE_SHAPE, _batch
   config = tiny.tiny_config("unused")
   config.curriculum.scorer = "learned"  # phases (3, 3, 3): step 0 shows block 0, a quarter of the batch
-  config_validation.validate(config)
+  tasks.validate(config)
   mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
-  setup = ModelSetup(config, mesh, IMAGE_SHAPE, len(load_vocab("synthetic")))
+  setup = DualEncoderModel(config, mesh, IMAGE_SHAPE, len(load_vocab("synthetic")))
   _, metrics = setup.train_step()(setup.init_state(), parallel.global_batch(mesh, _batch(config)))
   assert float(metrics["visible_fraction"]) == 0.25
   predicted, visible = np.asarray(metrics["predicted_difficulty"]), np.asarray(metrics["visible"])
   assert predicted[visible].max() < predicted[~visible].min()  # the easiest quarter as the head sees it
   config.curriculum.difficulty_head.hidden = 0
   with pytest.raises(ValueError, match="scorer='learned'.*hidden"):
-    config_validation.validate(config)
+    tasks.validate(config)

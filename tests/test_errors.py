@@ -8,6 +8,7 @@ import pytest
 
 from cmccl_jax.data import datasets
 from tests import tiny
+from cmccl_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,14 +41,14 @@ def test_unknown_dataset_name_lists_known_ones(tmp_path):
 def test_missing_data_dir_names_path_and_fix(tmp_path):
   config = tiny.tiny_config(str(tmp_path / "no_such_dir"))
   config.data.auto_prepare = False
-  with pytest.raises(FileNotFoundError, match="no_such_dir.*python -m preprocess"):
+  with pytest.raises(UserError, match="no_such_dir.*python -m preprocess"):
     datasets.get_builder(config.data, 4)
 
 
 def test_unbuilt_dataset_in_existing_dir_says_how_to_build(tmp_path):
   config = tiny.tiny_config(str(tmp_path))
   config.data.auto_prepare = False
-  with pytest.raises(FileNotFoundError, match="is not built in.*python -m preprocess --config="):
+  with pytest.raises(UserError, match="is not built in.*python -m preprocess --config="):
     datasets.get_builder(config.data, 4)
 
 

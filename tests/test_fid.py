@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cmccl_jax.evaluation import fid
+from cmccl_jax.errors import UserError
 
 
 def _random_covariance(rng, d):
@@ -164,7 +165,7 @@ def test_statistics_round_trip_and_errors(tmp_path):
   loaded_mu, loaded_sigma = fid.load_statistics(path)
   np.testing.assert_array_equal(loaded_mu, mu)
   np.testing.assert_array_equal(loaded_sigma, sigma)
-  with pytest.raises(FileNotFoundError, match="missing.npz"):
+  with pytest.raises(UserError, match="missing.npz"):
     fid.load_statistics(tmp_path / "missing.npz")
   np.savez(tmp_path / "other.npz", mean=mu)
   with pytest.raises(ValueError, match=r"no \['mu', 'sigma'\]"):

@@ -16,6 +16,7 @@ from cmccl_jax.data import pipeline
 from cmccl_jax.data.tokenizer import SPECIAL_TOKENS, Tokenizer
 from tests import captioned_fixtures as fx
 from tests import tiny
+from cmccl_jax.errors import UserError
 
 
 def _build(data_dir, root, **params):
@@ -105,12 +106,12 @@ def test_hash_split_depends_only_on_each_image_path(tmp_path):
 
 
 def test_missing_folder_and_captions_file_are_named(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"no_folder .*does not exist"):
+  with pytest.raises(UserError, match=r"no_folder .*does not exist"):
     _build(tmp_path / "tfds", str(tmp_path / "no_folder"))
   (tmp_path / "empty").mkdir()
-  with pytest.raises(FileNotFoundError, match=r"empty: looked for captions.jsonl and captions.tsv"):
+  with pytest.raises(UserError, match=r"empty: looked for captions.jsonl and captions.tsv"):
     _build(tmp_path / "tfds", str(tmp_path / "empty"))
-  with pytest.raises(FileNotFoundError, match=r"empty/nope.jsonl .*does not exist"):
+  with pytest.raises(UserError, match=r"empty/nope.jsonl .*does not exist"):
     _build(tmp_path / "tfds", str(tmp_path / "empty"), captions_file="nope.jsonl")
 
 

@@ -19,6 +19,7 @@ from flax import traverse_util
 
 from cmccl_jax.models import inception
 from cmccl_jax.models.inception import BasicConv2d, InceptionA, InceptionC, InceptionE, InceptionV3
+from cmccl_jax.errors import UserError
 
 _STORAGE_TYPES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage"}
 _LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
@@ -362,7 +363,7 @@ def test_load_pt_inception_names_the_tensors_that_do_not_fit(pt_inception, tmp_p
 
 
 def test_load_inception_errors(tmp_path):
-  with pytest.raises(FileNotFoundError, match=rf"{inception.PT_INCEPTION_FILE}.*Nothing is downloaded"):
+  with pytest.raises(UserError, match=rf"{inception.PT_INCEPTION_FILE}.*Nothing is downloaded"):
     inception.load_inception(tmp_path / "missing.pth")
   graph = tmp_path / "classify_image_graph_def.pb"
   graph.write_bytes(b"")

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from cmccl_jax.curriculum import analysis
-from cmccl_jax.curriculum import scorers
+from cmccl_jax.scoring import scorers
+from cmccl_jax.errors import UserError
 
 
 def _example(captions=("a red circle",), complexity=1.0):
@@ -167,7 +168,7 @@ def test_settings_reject_bad_values_naming_the_field():
     scorers.ScoringSettings(knn_k=0)
   with pytest.raises(ValueError, match=r"config.scoring.batch_size"):
     scorers.ScoringSettings(batch_size=0)
-  with pytest.raises(FileNotFoundError, match="config.scoring.text_teacher='/no/such/bert'"):
+  with pytest.raises(UserError, match="config.scoring.text_teacher='/no/such/bert'"):
     scorers.ScoringSettings(text_teacher="/no/such/bert").resolved(["knn_text"])
 
 
@@ -199,57 +200,6 @@ def test_spearman_rejects_mismatched_or_bad_vectors():
     analysis.spearman([1, 2, 3], [1, 2])
   with pytest.raises(ValueError, match="non-finite"):
     analysis.spearman([1, np.nan, 3], [1, 2, 3])
-
-
-# ---------------------------------------------------------------- quantile blocks
-
-
-def test_quantile_edges_and_blocks_hand_worked():
-  scores = np.arange(8, dtype=np.float32)
-  edges = scorers.quantile_edges(scores, 4)
-  np.testing.assert_allclose(edges, [1.75, 3.5, 5.25])  # (n - 1) q: 1.75, 3.5, 5.25
-  np.testing.assert_array_equal(scorers.assign_blocks(scores, edges), [0, 0, 1, 1, 2, 2, 3, 3])
-  assert scorers.assign_blocks(scores, edges).dtype == np.int32
-
-
-def test_blocks_are_half_open_intervals():
-  edges = np.asarray([1.0, 2.0], np.float32)
-  np.testing.assert_array_equal(scorers.assign_blocks([0.999, 1.0, 1.5, 2.0, 7.0], edges), [0, 1, 1, 2, 2])
-
-
-def test_equal_scores_share_a_block():
-  scores = np.asarray([0, 1, 1, 1, 1, 1, 1, 2], np.float32)
-  edges = scorers.quantile_edges(scores, 2)
-  assert edges.tolist() == [1.0]
-  np.testing.assert_array_equal(scorers.assign_blocks(scores, edges), [0, 1, 1, 1, 1, 1, 1, 1])
-  ties = np.asarray([1, 1, 1, 1, 2, 2, 2, 2], np.float32)
-  np.testing.assert_array_equal(scorers.assign_blocks(ties, scorers.quantile_edges(ties, 2)), [0] * 4 + [1] * 4)
-
-
-def test_one_block_holds_everything():
-  edges = scorers.quantile_edges(np.asarray([3.0, 1.0, 2.0]), 1)
-  assert edges.shape == (0,)
-  np.testing.assert_array_equal(scorers.assign_blocks([-5.0, 0.0, 9.0], edges), [0, 0, 0])
-
-
-def test_four_blocks_are_quarters_of_the_train_split_and_apply_to_others():
-  rng = np.random.default_rng(0)
-  train = rng.normal(size=4000).astype(np.float32)
-  edges = scorers.quantile_edges(train, 4)
-  np.testing.assert_array_equal(np.bincount(scorers.assign_blocks(train, edges)), [1000] * 4)
-  test = rng.normal(size=1000).astype(np.float32)
-  blocks = scorers.assign_blocks(test, edges)
-  assert np.all(np.diff(blocks[np.argsort(test)]) >= 0)  # monotone in the score
-  assert np.all(np.abs(np.bincount(blocks, minlength=4) / 1000 - 0.25) < 0.06)
-
-
-def test_quantile_edges_rejects_bad_input():
-  with pytest.raises(ValueError, match="num_blocks"):
-    scorers.quantile_edges(np.ones(4), 0)
-  with pytest.raises(ValueError, match="non-empty"):
-    scorers.quantile_edges(np.zeros([0]), 4)
-  with pytest.raises(ValueError, match="non-decreasing"):
-    scorers.assign_blocks([1.0], [2.0, 1.0])
 
 
 # ---------------------------------------------------------------- scoring a stream

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cmccl_jax import config_validation, parallel
+from cmccl_jax import parallel, tasks
 from cmccl_jax.data.tokenizer import load_vocab
-from cmccl_jax.train import dual_encoder_step
-from cmccl_jax.train.model_setup import ModelSetup
+from cmccl_jax.tasks.dual_encoder import step as dual_encoder_step
+from cmccl_jax.tasks.dual_encoder.task import DualEncoderModel
 from tests import tiny
 from tests.test_train_step import IMAGE_SHAPE, _batch
 
@@ -21,7 +21,7 @@ def _run(steps=5, **staging):
   config.optim.weight_decay = 0.5  # large, so a decayed frozen tower would visibly shrink
   config.staging.update(staging)
   mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
-  setup = ModelSetup(config, mesh, IMAGE_SHAPE, len(load_vocab("synthetic")))
+  setup = DualEncoderModel(config, mesh, IMAGE_SHAPE, len(load_vocab("synthetic")))
   state = setup.init_state()
   history, flags = [jax.device_get(state.params["params"])], []
   step_fn = setup.train_step()
@@ -70,4 +70,4 @@ def test_bad_staging_mode_names_the_value():
   config = tiny.tiny_config("unused")
   config.staging.text = "frozen"
   with pytest.raises(ValueError, match="staging.text='frozen'.*'lock'"):
-    config_validation.validate(config)
+    tasks.validate(config)

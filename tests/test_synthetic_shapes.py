@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cmccl_jax.curriculum import scorers
+from cmccl_jax.curriculum import blocks as blocks_lib
+from cmccl_jax.scoring import scorers
 from cmccl_jax.data import shapes_scene
 from cmccl_jax.data import synthetic_shapes
 
@@ -71,14 +72,16 @@ def test_tiny_build_blocks_follow_the_train_edges(tiny_build):
       "caption_length": 40, "ground_truth": 40, "noun_count": 40}
   for name in edges:
     train = np.asarray([ex["difficulty"][name] for ex in splits["train"]])
-    np.testing.assert_array_equal(edges[name], scorers.quantile_edges(train, 4))
-    for split in shapes_scene.SPLITS:
+    train_ids = np.asarray([ex["id"] for ex in splits["train"]])
+    train_blocks = np.asarray([ex["block"][name] for ex in splits["train"]])
+    np.testing.assert_array_equal(train_blocks, blocks_lib.quantile_blocks(train, train_ids, 4))
+    np.testing.assert_array_equal(np.bincount(train_blocks, minlength=4), [10] * 4)  # ties split: none empty
+    np.testing.assert_array_equal(edges[name], blocks_lib.block_edges(train, train_blocks, 4))
+    for split in ("validation", "test"):
       difficulty = np.asarray([ex["difficulty"][name] for ex in splits[split]])
       blocks = np.asarray([ex["block"][name] for ex in splits[split]])
       assert blocks.dtype == np.int32 and difficulty.dtype == np.float32
-      np.testing.assert_array_equal(blocks, scorers.assign_blocks(difficulty, edges[name]))
-    train_blocks = [ex["block"][name] for ex in splits["train"]]
-    assert set(train_blocks) == {0, 1, 2, 3}
+      np.testing.assert_array_equal(blocks, blocks_lib.assign_blocks(difficulty, edges[name]))
 
 
 def test_tiny_build_stores_the_generated_examples(tiny_build):

@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cmccl_jax.curriculum import embedding_scorers as es
-from cmccl_jax.curriculum import scorers, teachers
+from cmccl_jax.scoring import embedding_scorers as es
+from cmccl_jax.scoring import scorers, teachers
+from cmccl_jax.tasks.dual_encoder.trained import load_dual_encoder
+from cmccl_jax.workdir import Workdir
 from cmccl_jax.data import shapes_scene, synthetic_shapes
 from tests import tiny
+from cmccl_jax.errors import UserError
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "minilm_reference.npz")
 
@@ -177,7 +180,7 @@ def test_teacher_scorers_without_a_teacher_name_the_field(tmp_path):
   with pytest.raises(ValueError, match="config.scoring.teacher is empty"):
     synthetic_shapes.synthetic_shapes_config(scorers=("knn_image",))
   missing = str(tmp_path / "never_trained")
-  with pytest.raises(FileNotFoundError, match=f"{missing} is not a trained experiment.*bash train.sh never_trained"):
+  with pytest.raises(UserError, match=f"{missing} is not a trained experiment.*bash train.sh never_trained"):
     scorers.ScoringSettings(teacher=missing).resolved(["misalignment"])
 
 
@@ -211,11 +214,11 @@ def experiment(tmp_path_factory):
 
 
 def test_load_dual_encoder_restores_the_saved_step(experiment):
-  assert teachers.checkpoint_steps(experiment) == [3, 9]
-  assert teachers.resolve_step(experiment, -1) == 9 and teachers.resolve_step(experiment, 0) == 3
+  assert Workdir(experiment).checkpoint_steps() == [3, 9]
+  assert Workdir(experiment).resolve_step(-1) == 9 and Workdir(experiment).resolve_step(0) == 3
   with pytest.raises(ValueError, match=r"no checkpoint at step 5; it has steps \[3, 9\]"):
-    teachers.load_dual_encoder(experiment, 5)
-  latest = teachers.load_dual_encoder(experiment)
+    load_dual_encoder(experiment, 5)
+  latest = load_dual_encoder(experiment)
   assert latest.step == 9 and latest.image_size == 32 and latest.tokenizer.max_len == 12
   images = np.stack([shapes_scene.make_example(0, "test", i, 32, 4, 5, 0.0, 8)["image"] for i in range(3)])
   direct = latest.model.apply(latest.params, images, method=latest.model.encode_image)
@@ -223,7 +226,7 @@ def test_load_dual_encoder_restores_the_saved_step(experiment):
   np.testing.assert_allclose(teacher.embed_images(list(images)),
                              direct / np.linalg.norm(direct, axis=1, keepdims=True), atol=1e-5)
   assert teacher.logit_scale == pytest.approx(20.0, rel=1e-5)  # step 9's, not step 3's
-  assert teachers.load_dual_encoder(experiment, 3).step == 3
+  assert load_dual_encoder(experiment, 3).step == 3
 
 
 def test_synthetic_build_with_teacher_scorers(experiment, tmp_path):
@@ -242,7 +245,7 @@ def test_synthetic_build_with_teacher_scorers(experiment, tmp_path):
   assert builder.info.metadata["scoring"]["student"] == f"{experiment}@3"
   stored = sorted(tfds.as_numpy(builder.as_dataset(split="validation")), key=lambda ex: ex["id"])
   examples = [shapes_scene.make_example(0, "validation", i, 32, 4, 5, 0.0, 24) for i in range(4)]
-  teacher = teachers.dual_encoder_teacher(teachers.load_dual_encoder(experiment, 9))
+  teacher = teachers.dual_encoder_teacher(load_dual_encoder(experiment, 9))
   expected = es.Misalignment(teacher).score(examples)
   np.testing.assert_allclose([ex["difficulty"]["misalignment"] for ex in stored], expected, atol=1e-5)
   for ex in stored:
@@ -255,12 +258,12 @@ def test_experiment_without_checkpoints_or_config_is_named(experiment, tmp_path)
   config_only = tmp_path / "config_only"
   os.makedirs(config_only)
   shutil.copy(os.path.join(experiment, "config.json"), config_only)
-  with pytest.raises(FileNotFoundError, match="holds no checkpoints yet"):
+  with pytest.raises(UserError, match="holds no checkpoints yet"):
     scorers.ScoringSettings(teacher=str(config_only)).resolved(["knn_image"])
   checkpoints_only = tmp_path / "checkpoints_only"
   shutil.copytree(os.path.join(experiment, "checkpoints"), checkpoints_only / "checkpoints")
-  with pytest.raises(FileNotFoundError, match="no config.json"):
-    teachers.load_dual_encoder(str(checkpoints_only))
+  with pytest.raises(UserError, match="no config.json"):
+    load_dual_encoder(str(checkpoints_only))
 
 
 def test_distillation_student_may_not_be_the_teacher(experiment):

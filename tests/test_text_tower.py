@@ -7,11 +7,12 @@ import pytest
 from cmccl_jax import parallel
 from cmccl_jax.data.tokenizer import load_vocab
 from cmccl_jax.models import hf_import
-from cmccl_jax.models.dual_encoder import text_tower_fields
-from cmccl_jax.train.model_setup import ModelSetup
+from cmccl_jax.tasks.dual_encoder.model import text_tower_fields
+from cmccl_jax.tasks.dual_encoder.task import DualEncoderModel
 from configs import minilm_synthetic
 from tests import tiny
 from tests.test_train_step import IMAGE_SHAPE, _batch
+from cmccl_jax.errors import UserError
 
 TINY_BERT = dict(kind="bert", checkpoint="", vocab_size=None, hidden_size=16, num_layers=1, num_heads=2,
                  intermediate_size=32, max_position_embeddings=16, dropout=0.0, pool="mean")
@@ -19,7 +20,7 @@ TINY_BERT = dict(kind="bert", checkpoint="", vocab_size=None, hidden_size=16, nu
 
 def _setup(config, vocab_size):
   mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
-  return mesh, ModelSetup(config, mesh, IMAGE_SHAPE, vocab_size)
+  return mesh, DualEncoderModel(config, mesh, IMAGE_SHAPE, vocab_size)
 
 
 @pytest.fixture(scope="module")
@@ -86,5 +87,5 @@ def test_bad_text_tower_settings_name_the_field(text, message):
 def test_missing_checkpoint_folder_is_named(tmp_path):
   config = tiny.tiny_config("unused")
   config.model.text = dict(TINY_BERT, checkpoint=str(tmp_path / "bert-base"))
-  with pytest.raises(FileNotFoundError, match="bert-base.*does not exist"):
+  with pytest.raises(UserError, match="bert-base.*does not exist"):
     text_tower_fields(config, 50)

@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 from cmccl_jax.data.tokenizer import Tokenizer, load_vocab
+from cmccl_jax.errors import UserError
 
 
 def _tok(max_len=8):
@@ -31,5 +32,5 @@ def test_synthetic_vocab_covers_specials_first():
 
 
 def test_missing_vocab_file_names_the_path(tmp_path):
-  with pytest.raises(FileNotFoundError, match="nope.txt"):
+  with pytest.raises(UserError, match="nope.txt"):
     load_vocab(str(tmp_path / "nope.txt"))

@@ -9,8 +9,8 @@ import pytest
 
 from cmccl_jax import parallel
 from cmccl_jax.data.tokenizer import load_vocab
-from cmccl_jax.train import dual_encoder_step
-from cmccl_jax.train.model_setup import ModelSetup
+from cmccl_jax.tasks.dual_encoder import step as dual_encoder_step
+from cmccl_jax.tasks.dual_encoder.task import DualEncoderModel
 from tests import tiny
 
 IMAGE_SHAPE = (32, 32, 3)
@@ -18,7 +18,7 @@ IMAGE_SHAPE = (32, 32, 3)
 
 def _setup(config, devices):
   mesh = parallel.make_mesh({"data": len(devices)}, devices)
-  return ModelSetup(config, mesh, IMAGE_SHAPE, len(load_vocab(config.tokenizer.vocab)))
+  return DualEncoderModel(config, mesh, IMAGE_SHAPE, len(load_vocab(config.tokenizer.vocab)))
 
 
 def _batch(config, seed=0, n=16):

@@ -12,10 +12,12 @@ import pytest
 from PIL import Image
 
 from cmccl_jax import losses, parallel
-from cmccl_jax.curriculum import teachers
 from cmccl_jax.models import xmcgan
-from cmccl_jax.train import gan_loop, gan_step, loop
-from cmccl_jax.train.gan_setup import GanSetup
+from cmccl_jax.run import loop
+from cmccl_jax.tasks.dual_encoder.trained import load_dual_encoder
+from cmccl_jax.tasks.xmcgan import step as gan_step
+from cmccl_jax.tasks.xmcgan.task import XmcganModel, XmcganTask
+from cmccl_jax.workdir import Workdir
 from tests import tiny
 
 
@@ -119,6 +121,10 @@ def stage1(tmp_path_factory):
   return workdir
 
 
+def _model(config, mesh, stage1) -> XmcganModel:
+  return XmcganModel(config.gan, config.curriculum, mesh, config.param_sharding, (32, 32, 3), stage1)
+
+
 def _batch(n: int, seed: int = 0):
   rng = np.random.default_rng(seed)
   tokens = np.zeros((n, 12), np.int32)
@@ -138,12 +144,12 @@ def test_gan_step_on_8_devices_equals_one_device(stage1, tiny_data_dir):
   config = tiny.tiny_gan_config(tiny_data_dir, stage1)
   config.curriculum.pacing = "phases"  # step 0 shows block 0 only: the mask must hold across devices
   config.gan.d_steps = 1  # one forward, two VJPs: the sharded maths, at half the compile time (CPU SPMD is slow)
-  trained = teachers.load_dual_encoder(stage1)
+  trained = load_dual_encoder(stage1)
   batch = _batch(16)
   results = []
   for devices in (jax.devices()[:1], jax.devices()[:8]):
     mesh = parallel.make_mesh({"data": -1}, devices)
-    setup = GanSetup(config, mesh, (32, 32, 3), trained)
+    setup = _model(config, mesh, trained)
     state, metrics = setup.train_step()(setup.init_state(), parallel.global_batch(mesh, batch))
     results.append(jax.device_get(metrics))
   m1, m8 = results
@@ -164,10 +170,10 @@ def test_a_bert_text_tower_conditions_the_gan(tiny_data_dir, tmp_path):
   tiny.save_random_experiment(workdir, [(5, 10.0)], text_tower=TINY_BERT)
   config = tiny.tiny_gan_config(tiny_data_dir, workdir)
   config.gan.d_steps = 2
-  trained = teachers.load_dual_encoder(workdir)
+  trained = load_dual_encoder(workdir)
   assert trained.config.model.text.kind == "bert"
   mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
-  setup = GanSetup(config, mesh, (32, 32, 3), trained)
+  setup = _model(config, mesh, trained)
   state = setup.init_state()
   tokens = jnp.asarray(_batch(4)["tokens"])
   sentence, words, word_mask = gan_step.text_features(state.encoder, tokens, encoder=setup.encoder)
@@ -181,7 +187,7 @@ def test_masked_examples_change_no_loss(stage1, tiny_data_dir):
   """The pacing mask drops an example from every term: its image and caption may be anything."""
   config = tiny.tiny_gan_config(tiny_data_dir, stage1)
   mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
-  setup = GanSetup(config, mesh, (32, 32, 3), teachers.load_dual_encoder(stage1))
+  setup = _model(config, mesh, load_dual_encoder(stage1))
   state = setup.init_state()
   valid = jnp.asarray([True, False, True, True, False, True])
 
@@ -212,22 +218,22 @@ def test_train_evaluate_and_sample_a_tiny_gan(stage1, tiny_data_dir, tmp_path, c
   shutil.copytree(stage1, own_stage1)
   config = tiny.tiny_gan_config(tiny_data_dir, own_stage1)
   workdir = str(tmp_path / "gan")
-  scores = gan_loop.train_gan(config, workdir)
+  scores = loop.train(config, workdir)
   for prefix in ("g", "ema"):
     assert np.isfinite(scores[f"{prefix}/fd_stage1"]) and scores[f"{prefix}/fd_stage1"] >= 0
     assert 0 <= scores[f"{prefix}/alignment/r_precision"] <= 100
   assert scores["g/chance/r_precision"] == pytest.approx(100 / 8)
-  records = loop.read_jsonl(workdir)
+  records = Workdir(workdir).read_metrics()
   logged = [r for r in records if "loss/g_total" in r]
   assert [r["step"] for r in logged] == [2, 4] and all(np.isfinite(r["loss/d_total"]) for r in logged)
-  assert gan_loop.train_gan(config, workdir) == {}  # already trained: resumes at the end, nothing to do
+  assert loop.train(config, workdir) == {}  # already trained: resumes at the end, nothing to do
   shutil.rmtree(own_stage1)  # the GAN's checkpoints carry the stage-1 weights: test and sample need no stage 1
 
   with open(os.path.join(workdir, "config.json")) as f:
     saved = json.load(f)
   assert saved["model_type"] == "xmcgan"
   capsys.readouterr()
-  rows = gan_loop.evaluate_gan_checkpoints(config, workdir)
+  rows = loop.evaluate_checkpoints(config, workdir)
   assert "No FID Inception weights given" in capsys.readouterr().out  # said plainly, offline metrics only
   assert [r["step"] for r in rows] == [1, 2, 4]  # orbax keeps the first step too
   assert not any(k.endswith(("/fid", "/is")) for k in rows[-1])
@@ -235,12 +241,13 @@ def test_train_evaluate_and_sample_a_tiny_gan(stage1, tiny_data_dir, tmp_path, c
   with open(os.path.join(workdir, "scores.csv")) as f:
     assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 4]
 
-  out = gan_loop.sample(config, workdir, ["one red circle", "two blue squares"], num_per_caption=3,
-                        out=str(tmp_path / "grid.png"))
+  task = XmcganTask(config, Workdir(workdir), with_data=False)
+  out = task.sample(Workdir(workdir), ["one red circle", "two blue squares"], num_per_caption=3,
+                    out=str(tmp_path / "grid.png"))
   image = np.asarray(Image.open(out))
   zoom = 128 // 32
   assert image.shape == (2 * 34 * zoom, 3 * 34 * zoom, 3)
   with open(str(tmp_path / "grid.txt")) as f:
     assert f.read() == "row 0: one red circle\nrow 1: two blue squares\n"
   with pytest.raises(ValueError, match="no checkpoint at step 3"):
-    gan_loop.sample(config, workdir, ["x"], step=3)
+    task.sample(Workdir(workdir), ["x"], step=3)

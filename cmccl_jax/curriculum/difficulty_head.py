@@ -2,7 +2,7 @@
 
 `pacing.LEARNED` ("learned") is the config.curriculum.scorer that paces by its predictions.
 
-It reads the pair's normalised embeddings behind a stop-gradient, so it never
+The head (`models.dual_encoder.DifficultyHead`) reads the pair's normalised embeddings behind a stop-gradient, so it never
 shapes the encoders, and regresses the example's *relative* contrastive loss (a
 stop-gradient target):
 
@@ -21,23 +21,10 @@ the examples it ranks hardest and easiest, and the rank correlation of its
 predictions with the actual losses and with the offline scorers.
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from cmccl_jax import losses
-
-
-class DifficultyHead(nn.Module):
-  hidden: int = 64
-
-  @nn.compact
-  def __call__(self, z_img, z_txt):
-    a = losses.l2_normalize(jax.lax.stop_gradient(z_img))
-    b = losses.l2_normalize(jax.lax.stop_gradient(z_txt))
-    x = jnp.concatenate([a, b, a * b], axis=-1)
-    x = nn.gelu(nn.Dense(self.hidden, name="hidden")(x))
-    return nn.Dense(1, bias_init=nn.initializers.ones, name="out")(x)[..., 0]
 
 
 def relative_loss(per_example_loss, valid):
@@ -75,12 +62,3 @@ def average_ranks(v, valid):
   below = jnp.sum(pair & (v[None, :] < v[:, None]), axis=1)
   equal = jnp.sum(pair & (v[None, :] == v[:, None]), axis=1)
   return (below + (equal - 1) / 2).astype(jnp.float32)
-
-
-def spearman(x, y, valid):
-  """Spearman's rank correlation of x and y over the valid entries: Pearson of their average ranks."""
-  rx, ry = average_ranks(x, valid), average_ranks(y, valid)
-  count = jnp.maximum(jnp.sum(valid), 1)
-  dx = jnp.where(valid, rx - jnp.sum(jnp.where(valid, rx, 0.0)) / count, 0.0)
-  dy = jnp.where(valid, ry - jnp.sum(jnp.where(valid, ry, 0.0)) / count, 0.0)
-  return jnp.sum(dx * dy) / jnp.maximum(jnp.sqrt(jnp.sum(dx * dx) * jnp.sum(dy * dy)), 1e-12)

@@ -34,6 +34,8 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from cmccl_jax.errors import UserError
+
 PACINGS = ("none", "phases", "disjoint_phases", "linear", "root", "geometric")
 COMPETENCE_PACINGS = ("linear", "root", "geometric")
 PHASE_PACINGS = ("phases", "disjoint_phases")
@@ -44,7 +46,7 @@ LEARNED = "learned"
 
 def _check_phase_steps(num_blocks: int, phase_steps: Sequence[int]) -> None:
   if len(phase_steps) != num_blocks - 1:
-    raise ValueError(
+    raise UserError(
         f"curriculum.phase_steps={tuple(phase_steps)} must give the lengths of the first "
         f"{num_blocks - 1} phases (num_blocks - 1); the last phase runs to the end.")
 
@@ -109,7 +111,7 @@ def block_positions(num_blocks: int, order: str, seed: int = 0) -> np.ndarray:
     return np.arange(num_blocks)[::-1].copy()
   if order == "random":
     return np.random.default_rng(seed).permutation(num_blocks)
-  raise ValueError(f"config.curriculum.order={order!r} is not one of {', '.join(map(repr, ORDERS))}.")
+  raise UserError(f"config.curriculum.order={order!r} is not one of {', '.join(map(repr, ORDERS))}.")
 
 
 def position_weights(step, curriculum, xp=jnp):
@@ -125,7 +127,7 @@ def position_weights(step, curriculum, xp=jnp):
   if kind in COMPETENCES:
     c = COMPETENCES[kind](step, int(curriculum.competence_steps), float(curriculum.competence_init), xp)
     return competence_weights(c, k, bool(curriculum.get("soft", False)), xp)
-  raise ValueError(f"unknown curriculum.pacing {kind!r}; choose one of {', '.join(PACINGS)}.")
+  raise UserError(f"unknown curriculum.pacing {kind!r}; choose one of {', '.join(PACINGS)}.")
 
 
 def block_weights(step, curriculum, xp=jnp):

@@ -29,8 +29,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, ImageFile, ImageOps
 
-from cmccl_jax.curriculum import scorers as scorers_lib
+from cmccl_jax.curriculum import blocks as blocks_lib
 from cmccl_jax.data.features import curriculum_features
+from cmccl_jax.data.local_builder import LocalBuilder
+from cmccl_jax.scoring import scorers as scorers_lib
+from cmccl_jax.errors import UserError
 
 _JPEG_QUALITY = 95
 
@@ -234,17 +237,17 @@ class CaptionedImagesConfig(tfds.core.BuilderConfig):
     self.scorers = scorers_lib.check_scorer_names(scorers_lib.scorer_names(self.scorers))
     synthetic_only = [s for s in self.scorers if s in scorers_lib.SYNTHETIC_ONLY]
     if synthetic_only:
-      raise ValueError(f"the scorers {synthetic_only} read fields only synthetic_shapes has; drop them from "
+      raise UserError(f"the scorers {synthetic_only} read fields only synthetic_shapes has; drop them from "
                        f"config.scoring.scorers={self.scorers} for real images")
     self.scoring = self.scoring.resolved(self.scorers)
     if self.image_size < 0:
-      raise ValueError(f"image_size must be >= 0 (0 keeps the original size), got {self.image_size}")
+      raise UserError(f"image_size must be >= 0 (0 keeps the original size), got {self.image_size}")
     if self.num_blocks < 1:
-      raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
+      raise UserError(f"num_blocks must be >= 1, got {self.num_blocks}")
     expected = (f"{self.source_tag()}-s{self.image_size}-k{self.num_blocks}-{'.'.join(self.scorers)}"
                 f"{self.scoring.tag(self.scorers)}")
     if self.name and self.name != expected:
-      raise ValueError(f"config name {self.name!r} does not match its parameters; leave it "
+      raise UserError(f"config name {self.name!r} does not match its parameters; leave it "
                        f"empty to get {expected!r}")
     self.name = expected
 
@@ -253,12 +256,12 @@ class CaptionedImagesConfig(tfds.core.BuilderConfig):
     raise NotImplementedError(f"{type(self).__name__} must say which source files it reads (source_tag)")
 
 
-class CaptionedImagesBuilder(tfds.core.GeneratorBasedBuilder):
+class CaptionedImagesBuilder(LocalBuilder):
   """Images with a variable number of captions, per-scorer difficulty and quantile block."""
 
   @abc.abstractmethod
   def check_sources(self) -> None:
-    """Raises FileNotFoundError naming whatever source is missing and where to get it.
+    """Raises UserError naming whatever source is missing and where to get it.
 
     Called before a build starts, so a wrong path fails at once, not after TFDS set up.
     """
@@ -267,7 +270,7 @@ class CaptionedImagesBuilder(tfds.core.GeneratorBasedBuilder):
   def _read_records(self, skipped: SkipCounter) -> dict[str, list[Record]]:
     """{split: records} read from the sources, "train" first; caption problems counted in `skipped`.
 
-    Raises FileNotFoundError naming whatever source is missing and where to get it.
+    Raises UserError naming whatever source is missing and where to get it.
     """
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -317,13 +320,12 @@ class CaptionedImagesBuilder(tfds.core.GeneratorBasedBuilder):
       scores[split] = scorers_lib.score_split(
           self._checked_examples(records[split], split, skipped, kept[split]), scorers, batch_size)
     if not kept["train"]:
-      raise ValueError(
+      raise UserError(
           f"{self.name} ({c.name}) has no usable training example: {len(records['train'])} training "
           f"images were read and skipped as {skipped.as_dict(['train'])['train']}. Check the source "
           "files and the split settings.")
-    edges = {name: scorers_lib.quantile_edges(s, c.num_blocks) for name, s in scores["train"].items()}
-    blocks = {split: {name: scorers_lib.assign_blocks(s, edges[name]) for name, s in scores[split].items()}
-              for split in splits}
+    ids = {split: np.asarray([r.id for r in kept[split]], np.int64) for split in splits}
+    blocks, edges = blocks_lib.blocks_by_scorer(scores, ids, c.num_blocks)
     self.info.metadata.update(
         num_blocks=c.num_blocks,
         block_edges={name: [float(e) for e in edge] for name, edge in edges.items()},

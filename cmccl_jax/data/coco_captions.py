@@ -24,6 +24,7 @@ from typing import Any, Callable
 import tensorflow_datasets as tfds
 
 from cmccl_jax.data import captioned_images as ci
+from cmccl_jax.errors import UserError
 
 SUBSETS = ("train2014", "val2014")
 _SUBSET_SPLIT = {"train2014": "train", "val2014": "validation"}
@@ -46,7 +47,7 @@ class CocoCaptionsConfig(ci.CaptionedImagesConfig):
 
   def __post_init__(self):
     if not self.root:
-      raise ValueError(
+      raise UserError(
           "coco_captions2014 is built from a local copy of COCO-2014, but no root was given; set "
           "--config.data.coco.root=/path/to/coco, the folder holding train2014/, val2014/ and "
           f"annotations/ (from {_COCO_URL}).")
@@ -66,9 +67,9 @@ def coco_captions_config(**params: Any) -> CocoCaptionsConfig:
 
 
 def check_layout(root: str, karpathy_split: str = "") -> None:
-  """Raises FileNotFoundError listing every missing folder or file, and where to get it."""
+  """Raises UserError listing every missing folder or file, and where to get it."""
   if not os.path.isdir(root):
-    raise FileNotFoundError(
+    raise UserError(
         f"the COCO-2014 folder {root} (config.data.coco.root) does not exist. It must hold train2014/ "
         "and val2014/ (2014 Train and Val images) and annotations/captions_train2014.json and "
         f"annotations/captions_val2014.json (2014 Train/Val annotations), all from {_COCO_URL}.")
@@ -81,11 +82,11 @@ def check_layout(root: str, karpathy_split: str = "") -> None:
     if not os.path.isfile(path):
       missing.append(f"{path} (in the 2014 Train/Val annotations, annotations_trainval2014.zip)")
   if missing:
-    raise FileNotFoundError(
+    raise UserError(
         f"the COCO-2014 folder {root} is missing: {'; '.join(missing)}. Download them from "
         f"{_COCO_URL} and unpack them into {root}.")
   if karpathy_split and not os.path.isfile(karpathy_split):
-    raise FileNotFoundError(
+    raise UserError(
         f"the Karpathy split file {karpathy_split} (config.data.coco.karpathy_split) does not exist. "
         f"It is dataset_coco.json from {_KARPATHY_URL}; or set --config.data.coco.karpathy_split='' "
         "to use train2014 and val2014 as the train and validation splits.")
@@ -99,10 +100,10 @@ def _load_json(path: str, what: str) -> dict[str, Any]:
   try:
     data = json.loads(ci.read_text(path))
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e}); it should be {what}. Replace it with an "
+    raise UserError(f"{path} is not valid JSON ({e}); it should be {what}. Replace it with an "
                      "intact copy.") from e
   if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-    raise ValueError(f"{path} has no list of 'images'; it should be {what}.")
+    raise UserError(f"{path} has no list of 'images'; it should be {what}.")
   return data
 
 
@@ -124,7 +125,7 @@ class _Official:
       path = _annotation_file(root, subset)
       data = _load_json(path, f"the COCO captions file captions_{subset}.json")
       if not isinstance(data.get("annotations"), list):
-        raise ValueError(f"{path} has no list of 'annotations'; it should be the COCO captions file "
+        raise UserError(f"{path} has no list of 'annotations'; it should be the COCO captions file "
                          f"captions_{subset}.json.")
       ids = set()
       for image in data["images"]:
@@ -166,7 +167,11 @@ class CocoCaptions2014(ci.CaptionedImagesBuilder):
   """COCO-2014 captioned images with per-scorer difficulty and quantile block."""
 
   name = "coco_captions2014"
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.1.0": "Quantile blocks split ties at a block edge by rank, so no block is empty.",
+      "1.0.0": "First release.",
+  }
   RELEASE_NOTES = {"1.0.0": "Initial release."}
 
   def get_default_builder_config(self) -> CocoCaptionsConfig:

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from cmccl_jax.curriculum import pacing
+from cmccl_jax.errors import UserError
 
 
 def block_sizes(dataset: tf.data.Dataset, scorer: str, num_blocks: int) -> np.ndarray:
@@ -44,7 +45,7 @@ def keep_probabilities(weights: np.ndarray, sizes: np.ndarray) -> np.ndarray:
   weights = np.asarray(weights, np.float32)
   sizes = np.asarray(sizes, np.float64)
   if not np.any(sizes > 0):
-    raise ValueError("the training split has no examples in any difficulty block; rebuild the dataset.")
+    raise UserError("the training split has no examples in any difficulty block; rebuild the dataset.")
   stalled = (weights * sizes[None, :]).sum(axis=1) <= 0
   return np.where(stalled[:, None], 1.0, weights).astype(np.float32)
 

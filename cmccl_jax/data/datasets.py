@@ -9,13 +9,15 @@ import os
 
 import jax
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 
-from cmccl_jax.curriculum import scorers as scorers_lib
+from cmccl_jax.scoring import scorers as scorers_lib
 from cmccl_jax.curriculum.pacing import LEARNED
 from cmccl_jax.data import captioned_images
 from cmccl_jax.data import coco_captions
 from cmccl_jax.data import image_text_folder
 from cmccl_jax.data import synthetic_shapes
+from cmccl_jax.errors import UserError
 
 # Datasets that need no files from the user and are built on first use.
 BUILT_IN = ("synthetic_shapes",)
@@ -35,7 +37,7 @@ def scoring_params(scoring_config) -> dict:
   known = {f.name for f in dataclasses.fields(scorers_lib.ScoringSettings)}
   unknown = sorted(set(fields) - known)
   if unknown:
-    raise ValueError(f"config.scoring has unknown fields {unknown}; its fields are scorers and "
+    raise UserError(f"config.scoring has unknown fields {unknown}; its fields are scorers and "
                      f"{', '.join(sorted(known))} (see configs/default.py).")
   params = {"scoring": scorers_lib.ScoringSettings(**fields)}
   if names:
@@ -52,11 +54,11 @@ def _synthetic_builder(data_config, num_blocks: int, data_dir: str, scoring: dic
 def _local_params(data_config, key: str, name: str, num_blocks: int) -> dict:
   """The builder parameters in config.data.<key>, which must name the local root folder."""
   if key not in data_config:
-    raise ValueError(f"config.data.{key} is missing; {name} needs its builder parameters there "
+    raise UserError(f"config.data.{key} is missing; {name} needs its builder parameters there "
                      "(see configs/default.py).")
   params = dict(data_config[key])
   if not params.get("root"):
-    raise ValueError(f"config.data.name={name!r} is built from local files, but config.data.{key}.root is "
+    raise UserError(f"config.data.name={name!r} is built from local files, but config.data.{key}.root is "
                      f"empty; set --config.data.{key}.root=/path/to/{key}.")
   params["num_blocks"] = num_blocks
   return params
@@ -88,13 +90,13 @@ def get_builder(data_config, num_blocks: int, scoring_config=None) -> tfds.core.
   """
   name = data_config.name
   if name not in KNOWN:
-    raise ValueError(
+    raise UserError(
         f"unknown dataset config.data.name={name!r}; known datasets: {', '.join(KNOWN)}. "
         "Fix the name, e.g. --config.data.name=synthetic_shapes.")
   data_dir = os.path.abspath(os.path.expanduser(data_config.data_dir))
   auto = bool(data_config.auto_prepare)
   if not os.path.isdir(data_dir) and not auto:
-    raise FileNotFoundError(
+    raise UserError(
         f"data directory config.data.data_dir={data_config.data_dir!r} ({data_dir}) does not exist. "
         f"Build {name} there with `python -m preprocess --config=<your config and overrides> "
         f"--data_dir={data_dir}`, "
@@ -102,7 +104,7 @@ def get_builder(data_config, num_blocks: int, scoring_config=None) -> tfds.core.
   builder = _BUILDERS[name](data_config, num_blocks, data_dir, scoring_params(scoring_config))
   if not builder.is_prepared():
     if not auto:
-      raise FileNotFoundError(
+      raise UserError(
           f"{name} ({builder.builder_config.name}) is not built in "
           f"{data_dir}. Build it with `python -m preprocess --config=<your config and overrides> "
           f"--data_dir={data_dir}` "
@@ -111,10 +113,18 @@ def get_builder(data_config, num_blocks: int, scoring_config=None) -> tfds.core.
       builder.check_sources()  # every process: a wrong path must not leave the others waiting
     if jax.process_index() == 0:
       print(f"Preparing {name} in {builder.data_dir} (first use) ...", flush=True)
-      builder.download_and_prepare()
+      # A first-use build is a side show of training (seconds for synthetic_shapes): no TFDS progress
+      # bars; `python -m preprocess` shows them.
+      tfds.disable_progress_bar()
+      try:
+        builder.download_and_prepare()
+      finally:
+        tfds.enable_progress_bar()
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices("prepare_dataset")
+      # The other processes made their builder before the shards existed, and it keeps the empty
+      # dataset info it read then: a new one reads the finished build.
+      builder = _BUILDERS[name](data_config, num_blocks, data_dir, scoring_params(scoring_config))
   return builder
 
 
@@ -122,12 +132,12 @@ def check_curriculum_fields(builder: tfds.core.DatasetBuilder, scorer: str, num_
   """The shards must carry difficulty/<scorer> and block/<scorer> with K blocks (not the online "learned")."""
   available = sorted(builder.info.features["difficulty"].keys())
   if scorer not in available and scorer != LEARNED:
-    raise ValueError(
+    raise UserError(
         f"config.curriculum.scorer={scorer!r} was not computed for {builder.name}; the shards in "
         f"{builder.data_dir} carry: {', '.join(available)}. Pick one of those, or add the scorer with "
         "`python -m preprocess`.")
   built_blocks = builder.info.metadata.get("num_blocks") if builder.info.metadata else None
   if built_blocks is not None and int(built_blocks) != num_blocks:
-    raise ValueError(
+    raise UserError(
         f"config.curriculum.num_blocks={num_blocks} but {builder.name} in {builder.data_dir} was built "
         f"with {built_blocks} blocks; set --config.curriculum.num_blocks={built_blocks} or rebuild.")

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 import tensorflow_datasets as tfds
 
 from cmccl_jax.data import captioned_images as ci
+from cmccl_jax.errors import UserError
 
 SPLITS = ("train", "validation", "test")
 CAPTIONS_FILES = ("captions.jsonl", "captions.tsv")
@@ -53,7 +54,7 @@ class ImageTextFolderConfig(ci.CaptionedImagesConfig):
 
   def __post_init__(self):
     if not self.root:
-      raise ValueError(
+      raise UserError(
           "image_text_folder is built from a local folder of images, but no root was given; set "
           "--config.data.folder.root=/path/to/folder (the folder holding the images and captions.jsonl "
           "or captions.tsv).")
@@ -64,9 +65,9 @@ class ImageTextFolderConfig(ci.CaptionedImagesConfig):
     self.test_fraction = float(self.test_fraction)
     for field in ("validation_fraction", "test_fraction"):
       if not 0.0 <= getattr(self, field) < 1.0:
-        raise ValueError(f"{field} must be in [0, 1), got {getattr(self, field)}")
+        raise UserError(f"{field} must be in [0, 1), got {getattr(self, field)}")
     if self.validation_fraction + self.test_fraction >= 1.0:
-      raise ValueError(f"validation_fraction + test_fraction must be < 1 to leave a training split, got "
+      raise UserError(f"validation_fraction + test_fraction must be < 1 to leave a training split, got "
                        f"{self.validation_fraction} + {self.test_fraction}")
     super().__post_init__()
 
@@ -83,25 +84,25 @@ def image_text_folder_config(**params: Any) -> ImageTextFolderConfig:
 
 
 def find_captions_file(root: str, captions_file: str = "") -> str:
-  """The captions file to read; FileNotFoundError naming what was looked for, and where."""
+  """The captions file to read; UserError naming what was looked for, and where."""
   if not os.path.isdir(root):
-    raise FileNotFoundError(
+    raise UserError(
         f"the image folder {root} (config.data.folder.root) does not exist; point "
         "--config.data.folder.root at the folder holding the images and captions.jsonl or captions.tsv.")
   if captions_file:
     if not os.path.isfile(captions_file):
-      raise FileNotFoundError(
+      raise UserError(
           f"the captions file {captions_file} (config.data.folder.captions_file) does not exist; give "
           "an existing .jsonl or .tsv file (relative paths are taken from the image folder).")
     return captions_file
   found = [os.path.join(root, name) for name in CAPTIONS_FILES if os.path.isfile(os.path.join(root, name))]
   if not found:
-    raise FileNotFoundError(
+    raise UserError(
         f"no captions file in the image folder {root}: looked for {' and '.join(CAPTIONS_FILES)}. Write one "
         "({\"image\": \"relative/path.jpg\", \"caption\": \"...\"} per line, or image<TAB>caption per line), "
         "or name yours with --config.data.folder.captions_file=FILE.")
   if len(found) > 1:
-    raise ValueError(f"the image folder {root} holds both {' and '.join(found)}; name the one to use with "
+    raise UserError(f"the image folder {root} holds both {' and '.join(found)}; name the one to use with "
                      "--config.data.folder.captions_file=FILE.")
   return found[0]
 
@@ -187,7 +188,11 @@ class ImageTextFolder(ci.CaptionedImagesBuilder):
   """A local folder of captioned images with per-scorer difficulty and quantile block."""
 
   name = "image_text_folder"
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.1.0": "Quantile blocks split ties at a block edge by rank, so no block is empty.",
+      "1.0.0": "First release.",
+  }
   RELEASE_NOTES = {"1.0.0": "Initial release."}
 
   def get_default_builder_config(self) -> ImageTextFolderConfig:

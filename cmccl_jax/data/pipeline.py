@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 from cmccl_jax.curriculum.pacing import LEARNED, uses_host_sampler
 from cmccl_jax.data import augment, curriculum_sampler, synonyms
 from cmccl_jax.data.tokenizer import Tokenizer
+from cmccl_jax.errors import UserError
 
 
 def _options() -> tf.data.Options:
@@ -41,13 +42,13 @@ def image_shape(builder: tfds.core.DatasetBuilder, config) -> tuple[int, int, in
   size = config.data.get("image_size")
   if size is None:
     if None in stored[:2] or stored[0] != stored[1]:
-      raise ValueError(
+      raise UserError(
           f"{builder.name} stores images of {'varying size' if None in stored[:2] else f'size {stored}'} "
           "and config.data.image_size is None; set the model's input resolution, e.g. "
           "--config.data.image_size=224 (shorter side resized to it, then a centre crop).")
     return (int(stored[0]), int(stored[1]), int(channels))
   if int(size) <= 0:
-    raise ValueError(f"config.data.image_size={size!r} must be a positive integer (or None for the stored size).")
+    raise UserError(f"config.data.image_size={size!r} must be a positive integer (or None for the stored size).")
   return (int(size), int(size), int(channels))
 
 
@@ -127,10 +128,3 @@ def eval_examples(builder: tfds.core.DatasetBuilder, split: str, tokenizer: Toke
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.padded_batch(batch_size).prefetch(2).with_options(_options())
   yield from tfds.as_numpy(ds)
-
-
-def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-  """Pads the leading dimension with zeros up to `rows`."""
-  if x.shape[0] == rows:
-    return x
-  return np.concatenate([x, np.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)], axis=0)

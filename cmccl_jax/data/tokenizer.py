@@ -9,6 +9,8 @@ import os
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from cmccl_jax.errors import UserError
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
@@ -24,7 +26,7 @@ def load_vocab(vocab: str) -> list[str]:
   if os.path.isdir(path):
     path = os.path.join(path, "vocab.txt")
   if not os.path.isfile(path):
-    raise FileNotFoundError(
+    raise UserError(
         f"config.tokenizer.vocab={vocab!r}: {path} is not an existing vocab.txt file; use 'synthetic', "
         "'minilm', or the vocab.txt (or folder) of a BERT checkpoint.")
   with open(path, encoding="utf-8") as f:
@@ -37,10 +39,10 @@ class Tokenizer:
   def __init__(self, vocab: list[str], max_len: int, lower_case: bool = True):
     missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in vocab]
     if missing or vocab[0] != "[PAD]":
-      raise ValueError(f"the vocabulary needs [PAD] at id 0 and {missing or 'all special tokens'}; "
+      raise UserError(f"the vocabulary needs [PAD] at id 0 and {missing or 'all special tokens'}; "
                        "use a BERT-style vocab.txt.")
     if max_len < 3:
-      raise ValueError(f"config.tokenizer.max_len={max_len} leaves no room for text between [CLS] and [SEP].")
+      raise UserError(f"config.tokenizer.max_len={max_len} leaves no room for text between [CLS] and [SEP].")
     self.vocab_size = len(vocab)
     self.vocab = list(vocab)
     self.max_len = max_len

@@ -13,6 +13,8 @@ import os
 import numpy as np
 from scipy import special
 
+from cmccl_jax.errors import UserError
+
 
 def _features_2d(features, what: str) -> np.ndarray:
   features = np.asarray(features, np.float64)
@@ -125,14 +127,14 @@ def load_statistics(path) -> tuple[np.ndarray, np.ndarray]:
   """(mu, sigma) from an npz written by save_statistics or by pytorch-fid's --save-stats."""
   path = os.path.expanduser(str(path))
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"Inception statistics file {path!r} does not exist; compute them from the real "
+    raise UserError(f"Inception statistics file {path!r} does not exist; compute them from the real "
                             "images and write them with save_statistics.")
   with np.load(path) as f:
     missing = [k for k in ("mu", "sigma") if k not in f.files]
     if missing:
-      raise ValueError(f"{path} has arrays {sorted(f.files)} but no {missing}; it is not an Inception statistics file.")
+      raise UserError(f"{path} has arrays {sorted(f.files)} but no {missing}; it is not an Inception statistics file.")
     mu, sigma = f["mu"], f["sigma"]
   if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-    raise ValueError(f"{path} holds mu of shape {mu.shape} and sigma of shape {sigma.shape}; sigma must be (d, d) "
+    raise UserError(f"{path} holds mu of shape {mu.shape} and sigma of shape {sigma.shape}; sigma must be (d, d) "
                      "for mu of shape (d,).")
   return mu, sigma

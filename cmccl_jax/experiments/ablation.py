@@ -5,7 +5,9 @@
 Every (variant, seed) trains `configs/ablation.py` (plus overrides) into
 exp/NAME/<variant>/seed<s>, seed-major so machine drift hits all variants alike;
 finished runs are skipped, so a killed ablation resumes. Then it writes
-  results.md       final and best R@1/R@5 in both directions, mean ± std over seeds;
+  results.md       final and best R@1/R@5 in both directions, mean ± std over seeds ("best": the
+                   test value at the eval step with the best validation value, so no
+                   number is chosen by looking at the test split);
                    median train step time per variant and its ratio to the baseline;
                    Spearman of every scorer in the shards with the synthetic ground truth
   r1_vs_step.png   t2i and i2t R@1 against step, mean with a ±1 std band per variant
@@ -20,6 +22,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from cmccl_jax import cli
+from cmccl_jax.curriculum import analysis
+from cmccl_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/ablation.py", "Base config of every run.",
                                           lock_config=True)
@@ -40,38 +44,55 @@ VARIANTS = {
     "random": dict(pacing="root", order="random"),
 }
 METRICS = ("t2i/R@1", "t2i/R@5", "i2t/R@1", "i2t/R@5")
+# The evaluator every run gets for model selection, beside the main one ("eval", the test split).
+VALIDATION = "val"
 
 
 def variant_config(base, variant: str, seed: int):
   if variant not in VARIANTS:
-    raise ValueError(f"unknown ablation variant {variant!r}; known: {', '.join(VARIANTS)}.")
+    raise UserError(f"unknown ablation variant {variant!r}; known: {', '.join(VARIANTS)}.")
   config = base.copy_and_resolve_references()
   with config.unlocked():
     config.seed = seed
     config.curriculum.update(VARIANTS[variant])
+    if "evals" in config and VALIDATION not in config.evals:
+      config.evals[VALIDATION] = {"kind": "retrieval", "split": "validation", "every_steps": 0}
   return config
 
 
-def run_history(records: list[dict]) -> tuple[dict[int, dict], list[float]]:
-  """({eval step: eval metrics}, train step times in ms) from a run's metrics.jsonl (last record wins)."""
+def run_history(records: list[dict]) -> tuple[dict[int, dict], dict[int, dict], list[float]]:
+  """({eval step: test metrics}, {eval step: validation metrics}, train step times in ms) from a run's
+  metrics.jsonl (the last record of a step wins)."""
   evals: dict[int, dict] = {}
+  vals: dict[int, dict] = {}
   times: dict[int, float] = {}
   for r in records:
-    if any(k.startswith("eval/") for k in r):
-      evals[r["step"]] = {k[len("eval/"):]: v for k, v in r.items() if k.startswith("eval/")}
-    elif "step_time_ms" in r:
+    for prefix, out in (("eval/", evals), (f"{VALIDATION}/", vals)):
+      metrics = {k[len(prefix):]: v for k, v in r.items() if k.startswith(prefix)}
+      if metrics:
+        out[r["step"]] = metrics
+    if "step_time_ms" in r:
       times[r["step"]] = r["step_time_ms"]
-  return evals, [times[s] for s in sorted(times)]
+  return evals, vals, [times[s] for s in sorted(times)]
 
 
-def summarise(histories: dict[str, list[dict[int, dict]]]) -> dict[str, dict[str, tuple[float, float]]]:
-  """{variant: {"final <m>"/"best <m>": (mean, std over seeds)}}."""
+def summarise(histories: dict[str, list[dict[int, dict]]],
+              validation: dict[str, list[dict[int, dict]]]) -> dict[str, dict[str, tuple[float, float]]]:
+  """{variant: {"final <m>"/"best <m>": (mean, std over seeds)}}; "best" is the test value at the step
+  whose validation value of the same metric is highest (the earliest of ties)."""
   table = {}
   for variant, runs in histories.items():
     row = {}
     for metric in METRICS:
       finals = [run[max(run)][metric] for run in runs]
-      bests = [max(e[metric] for e in run.values()) for run in runs]
+      bests = []
+      for run, val in zip(runs, validation[variant]):
+        steps = sorted(set(run) & set(val))
+        if not steps:
+          raise UserError(f"the {variant} runs have no validation evals ({VALIDATION}/...); delete and rerun "
+                          "them so that each step is scored on the validation split too.")
+        best_step = max(steps, key=lambda s: (val[s][metric], -s))
+        bests.append(run[best_step][metric])
       row[f"final {metric}"] = (float(np.mean(finals)), float(np.std(finals)))
       row[f"best {metric}"] = (float(np.mean(bests)), float(np.std(bests)))
     table[variant] = row
@@ -124,7 +145,7 @@ def plot(histories, path: str) -> None:
 def scorer_correlations(builder) -> dict[str, float]:
   """Spearman of every difficulty/<scorer> in the training shards with the generator's complexity."""
   import tensorflow_datasets as tfds
-  from cmccl_jax.curriculum import analysis
+
   ds = builder.as_dataset(split="train", decoders={"image": tfds.decode.SkipDecoding()})
   columns: dict[str, list] = {}
   for batch in ds.map(lambda ex: {"complexity": ex["complexity"], **ex["difficulty"]}).batch(4096).as_numpy_iterator():
@@ -139,11 +160,12 @@ def main(argv) -> None:
   from absl import logging
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")
-  from cmccl_jax import config_validation
+  cli.hide_gpus_from_tf()
+  # After TF: its start-up notices are held back there, and the modules below import it.
+  from cmccl_jax import tasks
   from cmccl_jax.data import datasets
-  from cmccl_jax.train import loop
+  from cmccl_jax.run import loop
+  from cmccl_jax.workdir import Workdir
 
   base = _CONFIG.value
   seeds = [int(s) for s in _SEEDS.value]
@@ -153,20 +175,22 @@ def main(argv) -> None:
   root = _WORKDIR.value
   os.makedirs(root, exist_ok=True)
   histories: dict[str, list] = {v: [] for v in variants}
+  validation: dict[str, list] = {v: [] for v in variants}
   times: dict[str, list] = {v: [] for v in variants}
   for seed in seeds:
     for variant in variants:
       config = variant_config(base, variant, seed)
-      config_validation.validate(config)
-      workdir = os.path.join(root, variant, f"seed{seed}")
-      evals, step_times = run_history(loop.read_jsonl(workdir))
+      tasks.validate(config)
+      workdir = Workdir(os.path.join(root, variant, f"seed{seed}"))
+      evals, vals, step_times = run_history(workdir.read_metrics())
       if int(config.num_steps) not in evals:
-        print(f"== {variant} seed {seed} -> {workdir}", flush=True)
-        loop.train_and_evaluate(config, workdir)
-        evals, step_times = run_history(loop.read_jsonl(workdir))
+        print(f"== {variant} seed {seed} -> {workdir.path}", flush=True)
+        loop.train(config, workdir.path)
+        evals, vals, step_times = run_history(workdir.read_metrics())
       histories[variant].append(evals)
+      validation[variant].append(vals)
       times[variant].extend(step_times[1:])  # the first interval includes warm-up
-  table = summarise(histories)
+  table = summarise(histories, validation)
   step_times = {v: float(np.median(t)) for v, t in times.items() if t}
   builder = datasets.get_builder(base.data, int(base.curriculum.num_blocks), base.get("scoring"))
   correlations = scorer_correlations(builder) if "complexity" in builder.info.features else {}

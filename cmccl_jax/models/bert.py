@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cmccl_jax.models.transformer import masked_mean_pool
+from cmccl_jax.errors import UserError
 
 # Hugging Face's names for BERT's activations; its "gelu" is the exact erf GELU.
 ACTIVATIONS = {
@@ -63,12 +64,12 @@ class BertEncoder(nn.Module):
   @nn.compact
   def __call__(self, tokens, *, train: bool = False, return_hidden: bool = False):
     if self.hidden_act not in ACTIVATIONS:
-      raise ValueError(f"unknown BERT hidden_act {self.hidden_act!r}; use one of {sorted(ACTIVATIONS)}.")
+      raise UserError(f"unknown BERT hidden_act {self.hidden_act!r}; use one of {sorted(ACTIVATIONS)}.")
     if self.pool not in ("mean", "cls"):
-      raise ValueError(f"unknown text pool {self.pool!r}; use 'mean' or 'cls'.")
+      raise UserError(f"unknown text pool {self.pool!r}; use 'mean' or 'cls'.")
     length = tokens.shape[-1]
     if length > self.max_position_embeddings:
-      raise ValueError(f"{length} tokens exceed BERT's max_position_embeddings={self.max_position_embeddings}; "
+      raise UserError(f"{length} tokens exceed BERT's max_position_embeddings={self.max_position_embeddings}; "
                        "lower config.tokenizer.max_len.")
     pad_mask = tokens > 0
     x = nn.Embed(self.vocab_size, self.hidden_size, embedding_init=_init, name="word_embeddings")(tokens)

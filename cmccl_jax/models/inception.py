@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from cmccl_jax.errors import UserError
+
 PT_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 PT_INCEPTION_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{PT_INCEPTION_FILE}"
 INPUT_SIZE = 299
@@ -155,7 +157,7 @@ class InceptionE(nn.Module):
     elif self.pool == "max":
       pooled = _max_pool(x, 1, 1)
     else:
-      raise ValueError(f"InceptionE pool={self.pool!r}; use 'avg' (Mixed_7b) or 'max' (Mixed_7c).")
+      raise UserError(f"InceptionE pool={self.pool!r}; use 'avg' (Mixed_7b) or 'max' (Mixed_7c).")
     branch_pool = BasicConv2d(192, 1, name="branch_pool")(pooled)
     return jnp.concatenate([branch1x1, *branch3x3, *branch3x3dbl, branch_pool], axis=-1)
 
@@ -287,7 +289,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def _array(raw: bytes, dtype: np.dtype, numel: int, where: str) -> np.ndarray:
   if len(raw) != numel * dtype.itemsize:
-    raise ValueError(f"{where} holds {len(raw)} bytes where {numel} elements of {dtype} need {numel * dtype.itemsize}; "
+    raise UserError(f"{where} holds {len(raw)} bytes where {numel} elements of {dtype} need {numel * dtype.itemsize}; "
                      "the file is truncated or corrupt.")
   return np.frombuffer(raw, dtype)
 
@@ -297,17 +299,17 @@ def _read_zip(path: str):
     names = archive.namelist()
     pickles = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
     if len(pickles) != 1:
-      raise ValueError(f"{path} is a zip archive with {len(pickles)} data.pkl records; a torch.save file has one.")
+      raise UserError(f"{path} is a zip archive with {len(pickles)} data.pkl records; a torch.save file has one.")
     prefix = pickles[0][:-len("data.pkl")]
     if prefix + "byteorder" in names and archive.read(prefix + "byteorder").decode().strip() != "little":
-      raise ValueError(f"{path} was saved on a big-endian machine; re-save it on a little-endian one.")
+      raise UserError(f"{path} was saved on a big-endian machine; re-save it on a little-endian one.")
     unpickler = _RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), path)
     obj = unpickler.load()
     storages = {}
     for key, (dtype, numel) in unpickler.storages.items():
       record = f"{prefix}data/{key}"
       if record not in names:
-        raise ValueError(f"{path} has no record {record} for the storage {key} its pickle refers to.")
+        raise UserError(f"{path} has no record {record} for the storage {key} its pickle refers to.")
       storages[key] = _array(archive.read(record), dtype, numel, f"{path}:{record}")
   return obj, storages
 
@@ -315,24 +317,24 @@ def _read_zip(path: str):
 def _read_legacy(path: str):
   with open(path, "rb") as f:
     if f.read(len(_LEGACY_HEADER)) != _LEGACY_HEADER:
-      raise ValueError(f"{path} is neither a zip archive nor a legacy torch.save file; is it a torch checkpoint?")
+      raise UserError(f"{path} is neither a zip archive nor a legacy torch.save file; is it a torch checkpoint?")
     if _RestrictedUnpickler(f, path).load() != _LEGACY_PROTOCOL:
-      raise ValueError(f"{path} is a legacy torch.save file of an unknown protocol version.")
+      raise UserError(f"{path} is a legacy torch.save file of an unknown protocol version.")
     if not _RestrictedUnpickler(f, path).load().get("little_endian", True):
-      raise ValueError(f"{path} was saved on a big-endian machine; re-save it on a little-endian one.")
+      raise UserError(f"{path} was saved on a big-endian machine; re-save it on a little-endian one.")
     unpickler = _RestrictedUnpickler(f, path)
     obj = unpickler.load()
     # The storages follow the pickles in this order, each as an int64 element count and the raw elements.
     keys = [str(k) for k in _RestrictedUnpickler(f, path).load()]
     if sorted(keys) != sorted(unpickler.storages):
-      raise ValueError(f"{path} lists storages {sorted(keys)} but its pickle refers to {sorted(unpickler.storages)}.")
+      raise UserError(f"{path} lists storages {sorted(keys)} but its pickle refers to {sorted(unpickler.storages)}.")
     storages = {}
     for key in keys:
       dtype, numel = unpickler.storages[key]
       header = f.read(8)
       count = struct.unpack("<q", header)[0] if len(header) == 8 else None
       if count != numel:
-        raise ValueError(f"{path}: storage {key} starts with element count {count}, its pickle says {numel}; the "
+        raise UserError(f"{path}: storage {key} starts with element count {count}, its pickle says {numel}; the "
                          "file is truncated or corrupt.")
       storages[key] = _array(f.read(numel * dtype.itemsize), dtype, numel, f"{path} storage {key}")
   return obj, storages
@@ -343,14 +345,14 @@ def _tensor(record: _TensorRecord, storages: dict, path: str) -> np.ndarray:
   base = storages[view.key][view.start:view.start + view.numel]
   size, stride, offset = record.size, record.stride, record.offset
   if len(base) != view.numel or len(size) != len(stride) or min(size + stride, default=0) < 0 or offset < 0:
-    raise ValueError(f"{path}: a tensor of size {size}, stride {stride}, offset {offset} on a storage view of "
+    raise UserError(f"{path}: a tensor of size {size}, stride {stride}, offset {offset} on a storage view of "
                      f"{view.numel} elements from {view.start} is malformed; the file is corrupt.")
   if 0 in size:
     return np.zeros(size, base.dtype)
   last = offset + sum((n - 1) * s for n, s in zip(size, stride))
   # as_strided does no bounds checks: without this a corrupt file would read arbitrary memory.
   if last >= len(base):
-    raise ValueError(f"{path}: a tensor of size {size}, stride {stride}, offset {offset} reaches element {last} of "
+    raise UserError(f"{path}: a tensor of size {size}, stride {stride}, offset {offset} reaches element {last} of "
                      f"a storage of {len(base)}; the file is corrupt.")
   strides = tuple(s * base.itemsize for s in stride)
   return np.lib.stride_tricks.as_strided(base[offset:], size, strides).copy()
@@ -374,7 +376,7 @@ def load_torch_file(path):
   """
   path = os.path.expanduser(str(path))
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"torch file {path!r} does not exist.")
+    raise UserError(f"torch file {path!r} does not exist.")
   obj, storages = _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
   return _materialise(obj, storages, path)
 
@@ -410,7 +412,7 @@ def _listing(names: list, limit: int = 8) -> str:
 def _inception_file(path) -> str:
   path = os.path.expanduser(str(path))
   if not os.path.isfile(path):
-    raise FileNotFoundError(
+    raise UserError(
         f"Inception weight file {path!r} does not exist. FID and IS need pytorch-fid's {PT_INCEPTION_FILE} "
         f"({PT_INCEPTION_URL}); fetch it once on a machine with internet and pass its path. "
         "Nothing is downloaded at run time.")
@@ -426,7 +428,7 @@ def load_pt_inception(path) -> dict:
   path = _inception_file(path)
   tensors = load_torch_file(path)
   if not isinstance(tensors, dict) or not all(isinstance(v, np.ndarray) for v in tensors.values()):
-    raise ValueError(f"{path} does not hold a state dict (tensor names → tensors); pytorch-fid's "
+    raise UserError(f"{path} does not hold a state dict (tensor names → tensors); pytorch-fid's "
                      f"{PT_INCEPTION_FILE} does.")
   flat, missing, wrong = {}, [], []
   expected = traverse_util.flatten_dict(inception_variable_shapes())
@@ -443,7 +445,7 @@ def load_pt_inception(path) -> dict:
   problems = [f"{label}: {_listing(names)}" for label, names in
               (("missing", missing), ("wrong shape or dtype", wrong), ("unexpected", unexpected)) if names]
   if problems:
-    raise ValueError(f"{path} is not pytorch-fid's FID Inception ({PT_INCEPTION_FILE}); " + "; ".join(problems)
+    raise UserError(f"{path} is not pytorch-fid's FID Inception ({PT_INCEPTION_FILE}); " + "; ".join(problems)
                      + ". (torchvision's ImageNet Inception, with 1000 classes and AuxLogits, is a different network.)")
   return traverse_util.unflatten_dict(flat)
 
@@ -455,7 +457,7 @@ def load_inception(path) -> dict:
   if suffix in (".pth", ".pt"):
     return load_pt_inception(path)
   if suffix == ".pb":
-    raise ValueError(f"{path} is a TensorFlow graph, which cannot be read here; use pytorch-fid's {PT_INCEPTION_FILE}, "
+    raise UserError(f"{path} is a TensorFlow graph, which cannot be read here; use pytorch-fid's {PT_INCEPTION_FILE}, "
                      "the same 2015-12-05 weights as a state dict.")
-  raise ValueError(f"{path} has suffix {suffix!r}; the FID Inception's weights are read from pytorch-fid's "
+  raise UserError(f"{path} has suffix {suffix!r}; the FID Inception's weights are read from pytorch-fid's "
                    f"{PT_INCEPTION_FILE} (.pth).")

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cmccl_jax.models.transformer import Encoder, masked_mean_pool
+from cmccl_jax.errors import UserError
 
 
 class TextTransformer(nn.Module):
@@ -29,5 +30,5 @@ class TextTransformer(nn.Module):
     elif self.pool == "cls":
       pooled = x[:, 0]
     else:
-      raise ValueError(f"unknown text pool {self.pool!r}; use 'mean' or 'cls'.")
+      raise UserError(f"unknown text pool {self.pool!r}; use 'mean' or 'cls'.")
     return (pooled, x) if return_hidden else pooled

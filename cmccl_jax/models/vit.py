@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cmccl_jax.models.transformer import Encoder
+from cmccl_jax.errors import UserError
 
 
 class ViT(nn.Module):
@@ -37,4 +38,4 @@ class ViT(nn.Module):
       return x[:, 0]
     if self.pool == "gap":
       return jnp.mean(x, axis=1)
-    raise ValueError(f"unknown ViT pool {self.pool!r}; use 'gap' or 'cls'.")
+    raise UserError(f"unknown ViT pool {self.pool!r}; use 'gap' or 'cls'.")

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from cmccl_jax import losses
+from cmccl_jax.errors import UserError
 
 REGION_SIZE = 16  # XMC-GAN attends over, and contrasts, 16×16 regions
 _NEG = -1e9
@@ -31,7 +32,7 @@ def _levels(resolution: int) -> int:
   """Number of ×2 steps between 4×4 and `resolution` (a power of two ≥ 32)."""
   levels = int(round(math.log2(resolution / 4)))
   if resolution < 2 * REGION_SIZE or 4 * 2 ** levels != resolution:
-    raise ValueError(f"XMC-GAN needs a power-of-two image size of at least {2 * REGION_SIZE} (it attends at "
+    raise UserError(f"XMC-GAN needs a power-of-two image size of at least {2 * REGION_SIZE} (it attends at "
                      f"{REGION_SIZE}x{REGION_SIZE}), got {resolution}; set --config.data.image_size accordingly.")
   return levels
 

@@ -9,19 +9,22 @@ import jax
 import numpy as np
 
 from cmccl_jax import parallel
+from cmccl_jax.curriculum import analysis
 from cmccl_jax.data import pipeline
 from cmccl_jax.evaluation.retrieval import retrieval_metrics
-from cmccl_jax.train import dual_encoder_step
+from cmccl_jax.tasks.base import Evaluator
+from cmccl_jax.tasks.dual_encoder import dashboard, step as dual_encoder_step
 
 
-class RetrievalEvaluator:
+class RetrievalEvaluator(Evaluator):
   """Image→text and text→image retrieval; every caption of an image is a positive."""
 
   def __init__(self, builder, split: str, tokenizer, mesh, model, param_shardings, batch_size: int,
                image_size: int):
     self.mesh = mesh
     self.batch_size = batch_size
-    parallel.local_batch_size(batch_size, mesh)  # validates divisibility
+    self.tokenizer = tokenizer
+    parallel.local_batch_size(batch_size, mesh, "config.eval_batch_size")  # fails before any work
     self._examples = functools.partial(pipeline.eval_examples, builder, split, tokenizer, batch_size, image_size)
     data = parallel.data_sharding(mesh)
     out = parallel.replicated(mesh)
@@ -47,17 +50,10 @@ class RetrievalEvaluator:
     return np.stack(out)
 
   def _embed(self, fn, params, rows: np.ndarray) -> np.ndarray:
-    """Embeds `rows` in fixed-size global batches; this process feeds its share of each."""
-    n_proc, p = jax.process_count(), jax.process_index()
-    local = self.batch_size // n_proc
-    chunks = []
-    for start in range(0, rows.shape[0], self.batch_size):
-      batch = pipeline.pad_rows(rows[start:start + self.batch_size], self.batch_size)
-      emb = fn(params, parallel.global_batch(self.mesh, batch[p * local:(p + 1) * local]))
-      chunks.append(np.asarray(emb, np.float32)[: min(self.batch_size, rows.shape[0] - start)])
-    return np.concatenate(chunks, axis=0)
+    return parallel.batched_apply(fn, self.mesh, self.batch_size, [rows], args=(params,)).astype(np.float32)
 
-  def __call__(self, params) -> dict[str, float]:
+  def __call__(self, state) -> dict[str, float]:
+    params = state.params
     image_emb, tokens, owners, difficulty = [], [], [], []
     offset = 0
     for batch in self._examples():
@@ -78,10 +74,19 @@ class RetrievalEvaluator:
   def _difficulty_report(self, params, image_emb, text_emb, tokens, owners, difficulty) -> dict:
     """The difficulty head's prediction for every image with its first caption, and its Spearman ρ with
     every offline scorer of the split (the dashboard's view of what the head ranks hard)."""
-    from cmccl_jax.curriculum import analysis
     first = np.unique(owners, return_index=True)[1]  # the first caption of each image, in image order
     predicted = np.asarray(self._predict(params, image_emb, text_emb[first]))
     offline = {name: np.concatenate([d[name] for d in difficulty]) for name in difficulty[0]}
     return {"predicted": predicted, "tokens": tokens[first],
             "spearman": {name: float(analysis.spearman(predicted, v)) for name, v in offline.items()
                          if np.ptp(v) > 0}}
+
+
+  def summary(self, scores: dict[str, float]) -> str:
+    return (f"t2i R@1 {scores['t2i/R@1']:.2f} R@5 {scores['t2i/R@5']:.2f} | i2t R@1 {scores['i2t/R@1']:.2f} "
+            f"R@5 {scores['i2t/R@5']:.2f} | chance t2i R@1 {scores['chance/t2i_R@1']:.2f}")
+
+  def write_summaries(self, writer, step: int, state, *, first: bool) -> None:
+    del state, first
+    if self.last_difficulty is not None and jax.process_index() == 0:
+      dashboard.write_difficulty_ranking(writer, step, self.last_difficulty, self.images, self.tokenizer)

@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cmccl_jax.train import staging
+from cmccl_jax.tasks.dual_encoder import staging
+from cmccl_jax.errors import UserError
 
 
 @flax.struct.dataclass
@@ -24,7 +25,7 @@ def learning_rate_schedule(optim_config, num_steps: int) -> optax.Schedule:
   peak = float(optim_config.learning_rate)
   warmup = int(optim_config.warmup_steps)
   if warmup >= num_steps:
-    raise ValueError(f"config.optim.warmup_steps={warmup} must be smaller than config.num_steps={num_steps}.")
+    raise UserError(f"config.optim.warmup_steps={warmup} must be smaller than config.num_steps={num_steps}.")
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=num_steps,
       end_value=peak * float(optim_config.end_lr_fraction))
@@ -67,11 +68,11 @@ def _checked_overrides(params, pretrained: dict[str, Any]) -> dict[str, Any]:
   out = {}
   for name, tree in pretrained.items():
     if name not in params:
-      raise ValueError(f"pretrained params for {name!r}, but the model has only {sorted(params)}.")
+      raise UserError(f"pretrained params for {name!r}, but the model has only {sorted(params)}.")
     fresh_shapes = jax.tree.map(jnp.shape, params[name])
     given_shapes = jax.tree.map(jnp.shape, tree)
     if jax.tree.structure(fresh_shapes) != jax.tree.structure(given_shapes) or fresh_shapes != given_shapes:
-      raise ValueError(f"pretrained params for {name!r} do not match the model's: "
+      raise UserError(f"pretrained params for {name!r} do not match the model's: "
                        f"{jax.tree.structure(given_shapes)} vs {jax.tree.structure(fresh_shapes)}.")
     out[name] = jax.tree.map(lambda p, x: jnp.asarray(x, p.dtype), params[name], tree)
   return out

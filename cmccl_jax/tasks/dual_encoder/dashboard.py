@@ -10,37 +10,11 @@ Spearman ρ against every offline scorer.
 
 import numpy as np
 
-from cmccl_jax.curriculum import pacing
+from cmccl_jax.curriculum import analysis, pacing
+from cmccl_jax.summaries import grid_caption, image_grid
 
 # Per-example arrays in the step's metrics: for the dashboard, not scalars.
 PER_EXAMPLE = ("per_example_loss", "visible", "difficulty", "predicted_difficulty")
-
-
-def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:
-  """uint8 [n, h, w, c] → one [rows·(h+2), cols·(w+2), c] grid (square by default), a black frame per image."""
-  images = np.asarray(images)
-  n, h, w, c = images.shape
-  cols = cols or int(np.ceil(np.sqrt(n)))
-  rows = -(-n // cols)
-  grid = np.zeros((rows * (h + 2), cols * (w + 2), c), np.uint8)
-  for i, image in enumerate(images):
-    r, q = divmod(i, cols)
-    grid[r * (h + 2) + 1:r * (h + 2) + 1 + h, q * (w + 2) + 1:q * (w + 2) + 1 + w] = image
-  return grid
-
-
-def _grid_caption(i: int, cols: int, text: str) -> str:
-  return f"{i} (row {i // cols}, col {i % cols}): `{text}`"
-
-
-def write_input_examples(writer, step: int, batch: dict[str, np.ndarray], tokenizer, count: int = 16) -> None:
-  """The first training images and captions as the model sees them (augmented, tokenized)."""
-  images = np.asarray(batch["image"][:count])
-  cols = int(np.ceil(np.sqrt(len(images))))
-  captions = tokenizer.decode(np.asarray(batch["tokens"][:len(images)]))
-  writer.write_images(step, {"train/augmented_examples": image_grid(images)[None]})
-  writer.write_texts(step, {"train/augmented_captions": "\n\n".join(
-      _grid_caption(i, cols, text) for i, text in enumerate(captions))})
 
 
 class DifficultyHistograms:
@@ -79,6 +53,14 @@ def scalars(metrics: dict, num_blocks: int) -> dict[str, float]:
     for b, value in enumerate(np.asarray(metrics["block_loss"])[:num_blocks]):
       if counts[b] > 0:
         out[f"block_loss/{b}"] = float(value)
+  if "predicted_difficulty" in metrics:
+    visible = np.asarray(metrics["visible"]).astype(bool)
+    predicted = np.asarray(metrics["predicted_difficulty"])[visible]
+    for name, key in (("spearman_loss", "per_example_loss"), ("spearman_offline", "difficulty")):
+      other = np.asarray(metrics[key])[visible]
+      # No offline difficulty (the "learned" scorer) or one value only: no ranking to correlate with.
+      if other.size >= 2 and np.ptp(other) > 0 and np.ptp(predicted) > 0:
+        out[f"difficulty_head/{name}"] = float(analysis.spearman(predicted, other))
   return out
 
 
@@ -104,7 +86,7 @@ def write_hardest_now(writer, step: int, metrics: dict, batch: dict[str, np.ndar
     lines = []
     for i, (row, text) in enumerate(zip(rows, captions)):
       extra = "" if predicted is None else f", predicted {predicted[row]:.3f}"
-      lines.append(_grid_caption(i, cols, text) + f" loss {loss[row]:.3f}{extra}, block {int(batch['block'][row])}, "
+      lines.append(grid_caption(i, cols, text) + f" loss {loss[row]:.3f}{extra}, block {int(batch['block'][row])}, "
                    f"difficulty {float(batch['difficulty'][row]):.3f}")
     writer.write_images(step, {f"curriculum/{name}_now": image_grid(np.asarray(batch["image"])[rows])[None]})
     writer.write_texts(step, {f"curriculum/{name}_now": "\n\n".join(lines)})
@@ -126,5 +108,5 @@ def write_difficulty_ranking(writer, step: int, report: dict, images_at, tokeniz
     cols = int(np.ceil(np.sqrt(shown)))
     writer.write_images(step, {f"difficulty_head/{name}_eval": image_grid(images_at(rows))[None]})
     writer.write_texts(step, {f"difficulty_head/{name}_eval": "\n\n".join(
-        _grid_caption(i, cols, text) + f" predicted {predicted[row]:.3f}"
+        grid_caption(i, cols, text) + f" predicted {predicted[row]:.3f}"
         for i, (row, text) in enumerate(zip(rows, captions)))})

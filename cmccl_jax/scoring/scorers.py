@@ -37,9 +37,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 import numpy as np
 
 from cmccl_jax.curriculum import analysis
-
-Example = Mapping[str, Any]
-
+from cmccl_jax.errors import UserError
+from cmccl_jax.scoring import embedding_scorers, teachers
+from cmccl_jax.scoring.embedding_scorers import Example
+from cmccl_jax.workdir import Workdir
 
 @runtime_checkable
 class Scorer(Protocol):
@@ -139,7 +140,7 @@ class NounCount:
       self._tagger = load_tagger()
     for i, ex in enumerate(examples):
       if not len(ex["captions"]):
-        raise ValueError(f"noun_count: example {ex.get('id', i)!r} has no caption; the builders skip such "
+        raise UserError(f"noun_count: example {ex.get('id', i)!r} has no caption; the builders skip such "
                          "images, so this input did not come from one")
     new = sorted({c for ex in examples for c in ex["captions"] if c not in self._counts})
     counts = dict(zip(new, count_nouns(new, self._tagger).tolist())) if new else {}
@@ -162,13 +163,13 @@ class RankAverage:
 
   def __init__(self, members: Sequence[str]):
     if not members:
-      raise ValueError("combined needs at least one member scorer; set config.scoring.combined")
+      raise UserError("combined needs at least one member scorer; set config.scoring.combined")
     self.members = tuple(members)
 
   def combine(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
     missing = [m for m in self.members if m not in scores]
     if missing:
-      raise ValueError(f"combined's members {missing} were not scored; add them to config.scoring.scorers")
+      raise UserError(f"combined's members {missing} were not scored; add them to config.scoring.scorers")
     return analysis.rank_average({m: scores[m] for m in self.members})
 
 
@@ -205,7 +206,7 @@ class ScoringSettings:
     object.__setattr__(self, "combined", tuple(scorer_names(self.combined)))
     for field in ("knn_k", "distill_references", "batch_size"):
       if int(getattr(self, field)) < 1:
-        raise ValueError(f"config.scoring.{field} must be >= 1, got {getattr(self, field)}")
+        raise UserError(f"config.scoring.{field} must be >= 1, got {getattr(self, field)}")
 
   def needs_teacher(self, names: Sequence[str]) -> list[str]:
     """The scorers among `names` that read the dual-encoder teacher."""
@@ -214,38 +215,36 @@ class ScoringSettings:
   def resolved(self, names: Sequence[str]) -> "ScoringSettings":
     """Checked for the scorers `names`, with paths made absolute and checkpoint steps made concrete.
 
-    Raises ValueError / FileNotFoundError naming the config.scoring field to fix.
+    Raises UserError naming the config.scoring field to fix.
     """
     names = list(names)
     if "combined" in names:
       bad = [m for m in self.combined if m not in names or m == "combined"]
       if bad or not self.combined:
-        raise ValueError(f"config.scoring.combined={self.combined} must name scorers that are computed too "
+        raise UserError(f"config.scoring.combined={self.combined} must name scorers that are computed too "
                          f"(config.scoring.scorers={tuple(names)}) other than 'combined'; missing: {bad}")
     changes: dict[str, Any] = {}
     users = self.needs_teacher(names)
     if users:
       if not self.teacher:
-        raise ValueError(f"the scorers {users} need a dual-encoder teacher but config.scoring.teacher is empty; "
+        raise UserError(f"the scorers {users} need a dual-encoder teacher but config.scoring.teacher is empty; "
                          "set --config.scoring.teacher=exp/NAME, an experiment trained with `bash train.sh NAME`")
-      from cmccl_jax.curriculum import teachers
       changes["teacher"] = _absolute(self.teacher)
-      changes["teacher_step"] = teachers.resolve_step(changes["teacher"], self.teacher_step,
-                                                      "config.scoring.teacher_step")
+      changes["teacher_step"] = Workdir(changes["teacher"]).resolve_step(self.teacher_step,
+                                                                         "config.scoring.teacher_step")
     if "distillation" in names:
-      from cmccl_jax.curriculum import teachers
       changes["student"] = _absolute(self.student or self.teacher)
-      changes["student_step"] = teachers.resolve_step(changes["student"], self.student_step,
-                                                      "config.scoring.student_step")
+      changes["student_step"] = Workdir(changes["student"]).resolve_step(self.student_step,
+                                                                         "config.scoring.student_step")
       if (changes["student"], changes["student_step"]) == (changes["teacher"], changes["teacher_step"]):
-        raise ValueError(
+        raise UserError(
             f"distillation's student is its teacher ({changes['teacher']} at step {changes['teacher_step']}), "
             "so every score would be 0; set --config.scoring.student_step=0 (the earliest checkpoint) or "
             "--config.scoring.student to another experiment")
     if "knn_text" in names and self.text_teacher not in ("minilm", "teacher"):
       folder = _absolute(self.text_teacher)
       if not os.path.isdir(folder):
-        raise FileNotFoundError(f"config.scoring.text_teacher={self.text_teacher!r} is neither 'minilm', "
+        raise UserError(f"config.scoring.text_teacher={self.text_teacher!r} is neither 'minilm', "
                                 f"'teacher' nor an existing Hugging Face BERT folder ({folder})")
       changes["text_teacher"] = folder
     return dataclasses.replace(self, **changes)
@@ -301,13 +300,15 @@ class _Teachers:
     return self._loaded[key]
 
   def dual_encoder(self, path: str, step: int):
-    from cmccl_jax.curriculum import teachers
+    # Imported here while the data builders still run the scorers: at module level this would
+    # close the cycle data -> scoring -> tasks -> data.
+    from cmccl_jax.tasks.dual_encoder.trained import load_dual_encoder
     return self._get(("dual", path, step), lambda: teachers.dual_encoder_teacher(
-        teachers.load_dual_encoder(path, step), self.settings.batch_size))
+        load_dual_encoder(path, step), self.settings.batch_size))
 
   def teacher(self):
     if not self.settings.teacher:
-      raise ValueError("this scorer needs a dual-encoder teacher but config.scoring.teacher is empty; set "
+      raise UserError("this scorer needs a dual-encoder teacher but config.scoring.teacher is empty; set "
                        "--config.scoring.teacher=exp/NAME, an experiment trained with `bash train.sh NAME`")
     return self.dual_encoder(self.settings.teacher, self.settings.teacher_step)
 
@@ -317,28 +318,23 @@ class _Teachers:
   def text(self):
     if self.settings.text_teacher == "teacher":
       return self.teacher()
-    from cmccl_jax.curriculum import teachers
     return self._get(("bert", self.settings.text_teacher), lambda: teachers.bert_teacher(
         self.settings.text_teacher, self.settings.batch_size))
 
 
 def _knn_text(settings: ScoringSettings, models: _Teachers) -> Scorer:
-  from cmccl_jax.curriculum import embedding_scorers
   return embedding_scorers.knn_text_scorer(models.text(), int(settings.knn_k))
 
 
 def _knn_image(settings: ScoringSettings, models: _Teachers) -> Scorer:
-  from cmccl_jax.curriculum import embedding_scorers
   return embedding_scorers.knn_image_scorer(models.teacher(), int(settings.knn_k))
 
 
 def _misalignment(settings: ScoringSettings, models: _Teachers) -> Scorer:
-  from cmccl_jax.curriculum import embedding_scorers
   return embedding_scorers.Misalignment(models.teacher())
 
 
 def _distillation(settings: ScoringSettings, models: _Teachers) -> Scorer:
-  from cmccl_jax.curriculum import embedding_scorers
   return embedding_scorers.Distillation(models.teacher(), models.student(), int(settings.distill_references))
 
 
@@ -362,9 +358,9 @@ def check_scorer_names(names: Sequence[str]) -> tuple[str, ...]:
   names = tuple(names)
   unknown = [n for n in names if n not in SCORERS]
   if unknown:
-    raise ValueError(f"unknown scorer {unknown[0]!r}; known scorers: {', '.join(sorted(SCORERS))}")
+    raise UserError(f"unknown scorer {unknown[0]!r}; known scorers: {', '.join(sorted(SCORERS))}")
   if len(set(names)) != len(names) or not names:
-    raise ValueError(f"scorers must be non-empty and unique, got {names}")
+    raise UserError(f"scorers must be non-empty and unique, got {names}")
   return names
 
 
@@ -429,29 +425,3 @@ def _checked(name: str, scores, n: int) -> np.ndarray:
     raise ValueError(f"scorer {name!r} must return {n} finite scores, "
                      f"got shape {scores.shape} with {np.sum(~np.isfinite(scores))} non-finite")
   return scores
-
-
-def quantile_edges(train_scores: np.ndarray, num_blocks: int) -> np.ndarray:
-  """The K-1 inner edges: the b/K quantiles (b = 1..K-1) of the training scores.
-
-  Linearly interpolated between order statistics, then float32, the dtype the
-  scores are stored in, so that the stored edges block every stored score the
-  same way on reload.
-  """
-  scores = np.asarray(train_scores, np.float32)
-  if num_blocks < 1:
-    raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
-  if scores.ndim != 1 or scores.size == 0:
-    raise ValueError(f"train_scores must be a non-empty vector, got shape {scores.shape}")
-  return np.quantile(scores.astype(np.float64), np.arange(1, num_blocks) / num_blocks).astype(np.float32)
-
-
-def assign_blocks(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:
-  """int32 block per score: block b holds [edge_{b-1}, edge_b), edge_{-1} = -inf, edge_{K-1} = inf.
-
-  A score equal to an edge goes to the upper block, so equal scores share a block.
-  """
-  edges = np.asarray(edges, np.float32)
-  if np.any(np.diff(edges) < 0):
-    raise ValueError(f"edges must be non-decreasing, got {edges}")
-  return np.searchsorted(edges, np.asarray(scores, np.float32), side="right").astype(np.int32)

@@ -7,7 +7,7 @@ embeddings. The real ones come from
     all-MiniLM-L6-v2 (mean-pooled and normalised, as sentence-transformers uses it);
   - `dual_encoder_teacher`: both towers of a dual encoder trained by this project,
     restored from an experiment directory (`bash train.sh NAME` → exp/NAME) by
-    `load_dual_encoder`, the one reusable loader of a trained model.
+    `tasks.dual_encoder.trained.load_dual_encoder`.
 
 Encoders run jitted in fixed-shape chunks: rows are padded to `batch_size` and
 token ids are cut to the batch's longest caption rounded up to a multiple of 8.
@@ -18,15 +18,17 @@ distinct captions among 47.5k).
 """
 
 import dataclasses
-import json
-import os
 from typing import Any, Callable, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 
 from cmccl_jax import losses
+from cmccl_jax.data import augment
+from cmccl_jax.data.tokenizer import Tokenizer, load_vocab
+from cmccl_jax.models import hf_import
+from cmccl_jax.models.bert import BertEncoder
+from cmccl_jax.errors import UserError
 
 # Captions kept in a text encoder's cache; beyond it new captions are embedded but not kept.
 _CACHE_SIZE = 200_000
@@ -69,7 +71,7 @@ class TextEncoder:
 
   def __init__(self, encode: Callable, params: Any, tokenizer, batch_size: int):
     if batch_size < 1:
-      raise ValueError(f"config.scoring.batch_size must be >= 1, got {batch_size}")
+      raise UserError(f"config.scoring.batch_size must be >= 1, got {batch_size}")
     self._encode = jax.jit(encode)
     self._params = jax.device_put(params)  # once, not with every chunk
     self._tokenizer = tokenizer
@@ -106,7 +108,7 @@ class ImageEncoder:
 
   def __init__(self, encode: Callable, params: Any, image_size: int, batch_size: int):
     if batch_size < 1:
-      raise ValueError(f"config.scoring.batch_size must be >= 1, got {batch_size}")
+      raise UserError(f"config.scoring.batch_size must be >= 1, got {batch_size}")
     self._encode = jax.jit(encode)
     self._params = jax.device_put(params)  # once, not with every chunk
     self._image_size = image_size
@@ -116,7 +118,6 @@ class ImageEncoder:
     image = np.asarray(image)
     if image.shape[:2] == (self._image_size, self._image_size):
       return image
-    from cmccl_jax.data import augment
     return np.asarray(augment.resize_shorter_center_crop(image, self._image_size))
 
   def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -135,10 +136,6 @@ def bert_teacher(checkpoint: str = "minilm", batch_size: int = 256) -> Teacher:
   The embedding is the tower's pooled output (mean over real tokens for MiniLM),
   normalised: all-MiniLM-L6-v2's sentence embedding.
   """
-  from cmccl_jax.data.tokenizer import Tokenizer, load_vocab
-  from cmccl_jax.models import hf_import
-  from cmccl_jax.models.bert import BertEncoder
-
   folder = hf_import.resolve_checkpoint(checkpoint)
   fields = hf_import.bert_config_from_hf(folder)
   model = BertEncoder(**{**fields, "dropout": 0.0})
@@ -151,119 +148,9 @@ def bert_teacher(checkpoint: str = "minilm", batch_size: int = 256) -> Teacher:
 
 # ----------------------------------------------------------------------------- trained dual encoders
 
-@dataclasses.dataclass(frozen=True)
-class TrainedDualEncoder:
-  """A dual encoder restored from exp/NAME: what embedding with it needs."""
-
-  workdir: str
-  step: int
-  config: ml_collections.ConfigDict   # the config it was trained with (exp/NAME/config.json)
-  model: Any                          # the DualEncoder module
-  params: Any                         # the variables model.apply takes
-  tokenizer: Any                      # cmccl_jax.data.tokenizer.Tokenizer of its training
-  image_size: int                     # its input resolution (square)
-
-
-def checkpoint_steps(workdir: str) -> list[int]:
-  """The saved steps of an experiment directory, ascending; [] when it has none."""
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
-    return []
-  from cmccl_jax.train import checkpointing
-  manager = checkpointing.checkpoint_manager(workdir, every_steps=1, keep=1, read_only=True)
-  return sorted(int(s) for s in manager.all_steps())
-
-
-def resolve_step(workdir: str, step: int, field: str = "step") -> int:
-  """The checkpoint step `step` names in an experiment directory: -1 the latest, 0 the earliest, else that step.
-
-  Checks what loading will need, so a wrong path fails before a build starts:
-  the directory's config.json and a checkpoint at that step.
-  """
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  train = f"`bash train.sh {os.path.basename(workdir)}`"
-  if not os.path.isfile(os.path.join(workdir, "config.json")):
-    raise FileNotFoundError(
-        f"{workdir} is not a trained experiment (it has no config.json); train a dual encoder there first "
-        f"with {train}, or point the experiment of {field} at exp/NAME of one that was trained.")
-  steps = checkpoint_steps(workdir)
-  if not steps:
-    raise FileNotFoundError(f"{workdir} holds no checkpoints yet; let {train} save one (checkpoint_every_steps).")
-  step = int(step)
-  if step == -1:
-    return steps[-1]
-  if step == 0:
-    return steps[0]
-  if step not in steps:
-    raise ValueError(f"{field}={step}: {workdir} has no checkpoint at step {step}; it has steps {steps} "
-                     "(or use -1 for the latest, 0 for the earliest).")
-  return step
-
-
-def _saved_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config an experiment was trained with (`resolve_step` has checked that it exists)."""
-  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  kind = config.get("model_type", "dual_encoder")
-  if kind != "dual_encoder":
-    raise ValueError(f"{workdir} holds a {kind!r} model; only a dual encoder's towers can embed images and text.")
-  return config
-
-
-def _image_size(config: ml_collections.ConfigDict, source: str) -> int:
-  """The model's square input size, decided as pipeline.image_shape decides it for the dataset it trained on."""
-  size = config.data.get("image_size")
-  if size is None and config.data.get("name") == "synthetic_shapes":
-    size = config.data.synthetic.image_size
-  if size is None:
-    raise ValueError(f"{source} has data.image_size None for dataset {config.data.get('name')!r}; "
-                     "cannot tell the image tower's input size.")
-  return int(size)
-
-
-def load_dual_encoder(workdir: str, step: int = -1) -> TrainedDualEncoder:
-  """The dual encoder of experiment `workdir` at checkpoint `step` (-1 the latest, 0 the earliest).
-
-  The model is rebuilt from the experiment's saved config, and its state is
-  restored into one device, replicated (whatever mesh it was trained on).
-  """
-  from cmccl_jax.train import checkpointing
-
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  step = resolve_step(workdir, step)
-  setup, shapes = _setup(_saved_config(workdir), os.path.join(workdir, "config.json"))
-  manager = checkpointing.checkpoint_manager(workdir, every_steps=1, keep=1, read_only=True)
-  state = checkpointing.restore(manager, step, setup.abstract_state)
-  return dataclasses.replace(shapes, workdir=workdir, step=step, params=state.params)
-
-
-def dual_encoder_architecture(config: ml_collections.ConfigDict, source: str) -> TrainedDualEncoder:
-  """A dual encoder of `config` with shapes (jax.ShapeDtypeStruct) for weights, and step -1.
-
-  For models that carry the encoder's weights in their own checkpoints (XMC-GAN's
-  stage 1): restoring them needs only the architecture. `source` names the config in errors.
-  """
-  return _setup(config, source)[1]
-
-
-def _setup(config: ml_collections.ConfigDict, source: str):
-  """(ModelSetup on one device, TrainedDualEncoder with abstract params) for a dual-encoder config."""
-  from cmccl_jax import parallel
-  from cmccl_jax.data.tokenizer import build_tokenizer
-  from cmccl_jax.train.model_setup import ModelSetup
-
-  image_size = _image_size(config, source)
-  with config.unlocked():
-    config.param_sharding = ()
-  tokenizer = build_tokenizer(config.tokenizer)
-  mesh = parallel.make_mesh({parallel.DATA_AXIS: 1}, jax.devices()[:1])
-  setup = ModelSetup(config, mesh, (image_size, image_size, 3), tokenizer.vocab_size)
-  return setup, TrainedDualEncoder(workdir=source, step=-1, config=config, model=setup.model,
-                                   params=setup.abstract_state.params, tokenizer=tokenizer, image_size=image_size)
-
-
-def dual_encoder_teacher(trained: TrainedDualEncoder, batch_size: int = 256) -> Teacher:
-  """Both towers (with their projection heads) of a trained dual encoder, and its logit scale."""
+def dual_encoder_teacher(trained, batch_size: int = 256) -> Teacher:
+  """Both towers (with their projection heads) of a trained dual encoder (a
+  `tasks.dual_encoder.trained.TrainedDualEncoder`), and its logit scale."""
   model = trained.model
   encode_texts = lambda p, tokens: losses.l2_normalize(model.apply(p, tokens, method=model.encode_text))
   encode_images = lambda p, images: losses.l2_normalize(model.apply(p, images, method=model.encode_image))

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cmccl_jax.errors import UserError
+
 TOWERS = {"image": "image_tower", "text": "text_tower"}
 MODES = ("train", "freeze", "lock")
 
@@ -23,12 +25,12 @@ def tower_train_from(staging, tower: str) -> int:
   """First step at which `tower` gets updates; -1 for never."""
   mode = staging[tower]
   if mode not in MODES:
-    raise ValueError(f"config.staging.{tower}={mode!r} is not one of {', '.join(map(repr, MODES))}.")
+    raise UserError(f"config.staging.{tower}={mode!r} is not one of {', '.join(map(repr, MODES))}.")
   if mode != "train":
     return -1
   start = int(staging[f"{tower}_train_from_step"])
   if start < 0:
-    raise ValueError(f"config.staging.{tower}_train_from_step={start} must be >= 0.")
+    raise UserError(f"config.staging.{tower}_train_from_step={start} must be >= 0.")
   return start
 
 

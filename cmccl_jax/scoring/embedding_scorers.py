@@ -13,12 +13,15 @@ functions), so their maths is tested here with hand-made embeddings.
   models' caption-to-image similarity distributions over a fixed reference set.
 """
 
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from cmccl_jax.curriculum.scorers import Example
-from cmccl_jax.curriculum.teachers import Teacher
+from cmccl_jax.errors import UserError
+from cmccl_jax.scoring.teachers import Teacher
+
+# A raw example as the builders read it: image, captions, id, ...
+Example = Mapping[str, Any]
 
 # Training rows per matrix product in the kNN search: 256 queries x 4096 keys of float32 is 4 MiB.
 KNN_BLOCK_ROWS = 4096
@@ -80,7 +83,7 @@ def knn_density(queries: np.ndarray, query_ids: np.ndarray, keys: np.ndarray, ke
     both = np.concatenate([best, sims], axis=1)
     best = np.take_along_axis(both, np.argpartition(both, -k, axis=1)[:, -k:], axis=1)
   if np.any(np.isneginf(best)):
-    raise ValueError(f"kNN density needs k={k} neighbours per example but only {keys.shape[0]} training "
+    raise UserError(f"kNN density needs k={k} neighbours per example but only {keys.shape[0]} training "
                      "examples (minus the example itself) exist; lower config.scoring.knn_k.")
   return np.mean(best, axis=1, dtype=np.float64).astype(np.float32)
 
@@ -95,7 +98,7 @@ class KnnDensity:
   def __init__(self, name: str, embed: Callable[[Sequence[Example]], np.ndarray], k: int,
                block_rows: int = KNN_BLOCK_ROWS):
     if k < 1:
-      raise ValueError(f"config.scoring.knn_k must be >= 1, got {k}")
+      raise UserError(f"config.scoring.knn_k must be >= 1, got {k}")
     self.name = name
     self.embed = embed
     self.k = k
@@ -107,7 +110,7 @@ class KnnDensity:
       embeddings.append(_normalized(self.embed(batch)))
       ids.append(_ids(batch))
     if not embeddings:
-      raise ValueError(f"{self.name} needs training examples to find neighbours among; the training split is empty")
+      raise UserError(f"{self.name} needs training examples to find neighbours among; the training split is empty")
     return FittedKnnDensity(self, np.concatenate(embeddings), np.concatenate(ids))
 
   def score(self, examples: Sequence[Example]) -> np.ndarray:
@@ -119,7 +122,7 @@ class FittedKnnDensity:
 
   def __init__(self, spec: KnnDensity, train_embeddings: np.ndarray, train_ids: np.ndarray):
     if len(np.unique(train_ids)) != len(train_ids):
-      raise ValueError(f"{spec.name}: the training split repeats example ids; the kNN search excludes an "
+      raise UserError(f"{spec.name}: the training split repeats example ids; the kNN search excludes an "
                        "example's own id, so ids must be unique")
     self.name = spec.name
     self._spec = spec
@@ -146,7 +149,7 @@ def knn_text_scorer(teacher: Teacher, k: int) -> KnnDensity:
 def knn_image_scorer(teacher: Teacher, k: int) -> KnnDensity:
   """`knn_image`: kNN density of the teacher's image embedding."""
   if teacher.embed_images is None:
-    raise ValueError(f"knn_image needs a teacher with an image tower; {teacher.name} has none")
+    raise UserError(f"knn_image needs a teacher with an image tower; {teacher.name} has none")
   return KnnDensity("knn_image", lambda examples: image_embeddings(examples, teacher.embed_images), k)
 
 
@@ -162,7 +165,7 @@ class Misalignment:
 
   def __init__(self, teacher: Teacher):
     if teacher.embed_images is None or teacher.embed_texts is None:
-      raise ValueError(f"misalignment needs a dual-encoder teacher (both towers); {teacher.name} is not one")
+      raise UserError(f"misalignment needs a dual-encoder teacher (both towers); {teacher.name} is not one")
     self.teacher = teacher
 
   def score(self, examples: Sequence[Example]) -> np.ndarray:
@@ -218,10 +221,10 @@ class Distillation:
   def __init__(self, teacher: Teacher, student: Teacher, num_references: int, seed: int = 0):
     for role, model in (("teacher", teacher), ("student", student)):
       if model.embed_images is None or model.embed_texts is None or model.logit_scale is None:
-        raise ValueError(f"distillation needs a dual-encoder {role} (both towers and a logit scale); "
+        raise UserError(f"distillation needs a dual-encoder {role} (both towers and a logit scale); "
                          f"{model.name} is not one")
     if num_references < 1:
-      raise ValueError(f"config.scoring.distill_references must be >= 1, got {num_references}")
+      raise UserError(f"config.scoring.distill_references must be >= 1, got {num_references}")
     self.teacher, self.student = teacher, student
     self.num_references = num_references
     self.seed = seed
@@ -245,7 +248,7 @@ class Distillation:
             reservoir[slot] = kept
         seen += 1
     if not reservoir:
-      raise ValueError("distillation needs reference images from the training split, which is empty")
+      raise UserError("distillation needs reference images from the training split, which is empty")
     return FittedDistillation(self, reservoir)
 
   def score(self, examples: Sequence[Example]) -> np.ndarray:

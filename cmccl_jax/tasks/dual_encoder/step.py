@@ -1,7 +1,7 @@
 """The jitted dual-encoder train step and the embedding functions used by evaluation.
 
-Pure functions over explicit pytrees; `make_train_step` closes over the static
-pieces (model, optimizer, config) so the jitted function takes only arrays.
+Pure functions over explicit pytrees; `make_train_step` binds the static pieces
+(model, optimizer, the config blocks the step reads) so the jitted function takes only arrays.
 """
 
 import functools
@@ -12,9 +12,9 @@ import optax
 
 from cmccl_jax import losses
 from cmccl_jax.curriculum import difficulty_head, pacing
-from cmccl_jax.models.dual_encoder import difficulty_head_config
-from cmccl_jax.train import staging
-from cmccl_jax.train.state import TrainState
+from cmccl_jax.tasks.dual_encoder import staging
+from cmccl_jax.tasks.dual_encoder.model import difficulty_head_config
+from cmccl_jax.tasks.dual_encoder.state import TrainState
 
 
 def curriculum_dashboard(per_example, block, difficulty, valid, num_blocks: int) -> dict:
@@ -55,12 +55,9 @@ def dual_encoder_loss(params, batch, step, rng, *, model, loss_config, curriculu
   if "difficulty" in out:  # the difficulty evaluator learns alongside; its inputs carry no gradient back
     head = difficulty_head.head_loss(out["difficulty"], per_example, valid)
     total = loss + head_weight * head
-    metrics.update({
-        "difficulty_head/mse": head,
-        "difficulty_head/spearman_loss": difficulty_head.spearman(out["difficulty"], per_example, valid),
-        "difficulty_head/spearman_offline": difficulty_head.spearman(out["difficulty"], batch["difficulty"], valid),
-        "predicted_difficulty": out["difficulty"],
-    })
+    # Its rank correlations with the losses and the offline difficulty are O(B²): the host computes
+    # them from these per-example arrays at log steps only (dashboard.scalars).
+    metrics.update({"difficulty_head/mse": head, "predicted_difficulty": out["difficulty"]})
   aux = {
       **metrics,
       "contrastive_loss": loss,

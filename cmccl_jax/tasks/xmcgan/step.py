@@ -118,15 +118,16 @@ def _first(losses_and_aux):
   return d_loss, aux
 
 
-def gan_step(state: GanState, batch, *, generator, discriminator, encoder, encoder_size: int, g_tx, d_tx, config):
+def gan_step(state: GanState, batch, *, generator, discriminator, encoder, encoder_size: int, g_tx, d_tx, gan_config,
+             curriculum_config):
   """`d_steps` discriminator updates; the last shares its forward with the generator update.
 
   Each D step draws fresh noise for the same real batch. The pacing of the step
   masks examples exactly as in the dual-encoder step.
   """
-  gan = config.gan
-  k = int(config.curriculum.num_blocks)
-  valid = pacing.block_weights(state.step, config.curriculum)[jnp.clip(batch["block"], 0, k - 1)] > 0
+  gan = gan_config
+  k = int(curriculum_config.num_blocks)
+  valid = pacing.block_weights(state.step, curriculum_config)[jnp.clip(batch["block"], 0, k - 1)] > 0
   real = to_unit_range(batch["image"])
   text = text_features(state.encoder, batch["tokens"], encoder=encoder)
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)

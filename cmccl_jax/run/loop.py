@@ -1,0 +1,183 @@
+"""The one host loop: the only place with side effects (I/O, checkpoints, summaries), for every task.
+
+`train` reads top to bottom: logging → task (mesh, input, model, sharding) → update
+step → checkpoint → evaluators → loop. `evaluate_checkpoints` is the checkpoint
+sweep of `test.sh`. What differs between models lives in their task
+(`cmccl_jax.tasks`); what is written where, in the workdir (`cmccl_jax.workdir`).
+"""
+
+import time
+
+import jax
+from clu import metric_writers
+
+from cmccl_jax import checkpoints, parallel, summaries
+from cmccl_jax.tasks import base, make_task
+from cmccl_jax.workdir import TEST, Workdir
+
+# The main evaluator, whose metrics scores.csv lists without their `eval/` prefix.
+MAIN_EVAL = "eval"
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class StepTimer:
+  """Times training steps only: the first (compiling) step and evaluations are left out."""
+
+  def __init__(self, start: int, num_steps: int, batch_size: int):
+    self.start, self.num_steps, self.batch_size = start, num_steps, batch_size
+    self.t_start = self.t_last = None
+    self.last_logged = start
+
+  def step_done(self, step: int, state) -> None:
+    if self.t_start is None:
+      jax.block_until_ready(state)
+      self.t_start = self.t_last = time.time()
+      self.last_logged = step
+
+  def scalars(self, step: int) -> dict[str, float]:
+    """step_time_ms and examples_per_sec since the last call (none right after the first step)."""
+    now = time.time()
+    out = {}
+    if step > self.last_logged:
+      dt = max(now - self.t_last, 1e-9)
+      out = {"step_time_ms": 1000 * dt / (step - self.last_logged),
+             "examples_per_sec": (step - self.last_logged) * self.batch_size / dt}
+    self.t_last, self.last_logged = now, step
+    return out
+
+  def progress(self, step: int, scalars: dict) -> str:
+    """The log line's tail: ex/s, ms/step and the ETA at the training rate so far."""
+    rate = (step - (self.start + 1)) / max(time.time() - self.t_start, 1e-9)
+    eta = (self.num_steps - step) / rate if rate > 0 else 0.0
+    return (f"| {scalars.get('examples_per_sec', 0):.0f} ex/s {scalars.get('step_time_ms', 0):.0f} ms/step "
+            f"| ETA {format_duration(eta)}")
+
+  def exclude(self, seconds: float) -> None:
+    """Leaves `seconds` (an evaluation) out of the throughput and the ETA."""
+    if self.t_start is not None:
+      self.t_start += seconds
+      self.t_last += seconds
+
+
+def resume_or_init(manager, task: base.Task, train_iter, name: str):
+  """The latest checkpoint's state (and data position) in `manager`, or the task's fresh state."""
+  latest = manager.latest_step()
+  if latest is None:
+    return task.init_state()
+  state = checkpoints.restore(manager, latest, task.abstract_state, train_iter)
+  print(f"[{name}] resumed from step {latest} in {manager.directory}", flush=True)
+  return state
+
+
+def _writer(path: str):
+  return metric_writers.create_default_writer(path, just_logging=jax.process_index() > 0)
+
+
+def _prefixed(name: str, scores: dict[str, float]) -> dict[str, float]:
+  return {f"{name}/{k}": v for k, v in scores.items()}
+
+
+def train(config, workdir: str) -> dict[str, float]:
+  """Trains `config`'s task into `workdir` (resuming from its latest checkpoint); returns the last main eval."""
+  # ------------------------------------------------------------------ logging
+  wd = Workdir(workdir)
+  wd.save_config(config)
+  writer = _writer(wd.path)
+  name = wd.name
+
+  # ------------------------------------------------------------------ task: mesh, input, model, sharding
+  task = make_task(config, wd)
+  num_steps = int(config.num_steps)
+  local_bs = parallel.local_batch_size(int(config.batch_size), task.mesh)
+  train_iter = task.train_batches(local_bs)
+
+  # ------------------------------------------------------------------ update step
+  step_fn = task.train_step()
+
+  # ------------------------------------------------------------------ checkpoint
+  manager = wd.checkpoint_manager(every_steps=int(config.checkpoint_every_steps),
+                                  keep=int(config.keep_checkpoints), read_only=False)
+  state = resume_or_init(manager, task, train_iter, name)
+  start = int(state.step)
+
+  # ------------------------------------------------------------------ evaluators
+  evaluators = task.evaluators()
+  evaluated: set[str] = set()
+  last_eval: dict[str, float] = {}
+
+  def evaluate(step: int, eval_name: str, evaluator: base.Evaluator) -> dict[str, float]:
+    t0 = time.time()
+    scores = evaluator(state)
+    evaluator.write_summaries(writer, step, state, first=eval_name not in evaluated)
+    evaluated.add(eval_name)
+    writer.write_scalars(step, _prefixed(eval_name, scores))
+    wd.append_metrics({"step": step, **_prefixed(eval_name, scores)})
+    print(f"[{name}] {eval_name} @ {step}: {evaluator.summary(scores)} ({time.time() - t0:.1f}s)", flush=True)
+    return scores
+
+  # ------------------------------------------------------------------ loop
+  if start >= num_steps:
+    print(f"[{name}] already trained to step {start} (config.num_steps={num_steps}).", flush=True)
+  timer = StepTimer(start, num_steps, int(config.batch_size))
+  for step in range(start + 1, num_steps + 1):
+    host_batch = next(train_iter)
+    if step == start + 1:
+      summaries.write_input_examples(writer, step, host_batch, task.tokenizer)
+    task.observe_batch(step - 1, host_batch)
+    state, metrics = step_fn(state, parallel.global_batch(task.mesh, host_batch))
+    timer.step_done(step, state)
+    host_metrics = None
+    if step % int(config.log_every_steps) == 0 or step == num_steps:
+      host_metrics = jax.tree.map(parallel.to_host, metrics)
+      scalars = {**task.scalars(host_metrics), **timer.scalars(step)}
+      task.write_log_summaries(writer, step)
+      writer.write_scalars(step, scalars)
+      wd.append_metrics({"step": step, **scalars})
+      print(f"[{name}] step {step}/{num_steps} ({100 * step / num_steps:.0f}%) {task.log_line(scalars)} "
+            f"{timer.progress(step, scalars)}", flush=True)
+
+    checkpoints.save(manager, step, state, train_iter, force=step == num_steps)
+    due = [(n, e) for n, (e, every) in evaluators.items() if base.is_eval_step(step, every, num_steps)]
+    if due:
+      t0 = time.time()
+      host_metrics = host_metrics or jax.tree.map(parallel.to_host, metrics)
+      task.write_eval_summaries(writer, step, host_metrics, host_batch)
+      for eval_name, evaluator in due:
+        scores = evaluate(step, eval_name, evaluator)
+        if eval_name == MAIN_EVAL:
+          last_eval = scores
+      timer.exclude(time.time() - t0)
+  manager.wait_until_finished()
+  writer.flush()
+  return last_eval
+
+
+def evaluate_checkpoints(config, workdir: str) -> list[dict[str, float]]:
+  """Scores every checkpoint in `workdir` with every evaluator: scores.csv and TensorBoard under test/."""
+  wd = Workdir(workdir)
+  steps = wd.checkpoint_steps_or_raise()
+  task = make_task(config, wd)
+  writer = _writer(wd.file(TEST))
+  evaluators = task.evaluators()
+  rows = []
+  for step in steps:
+    state = wd.restore_state(step, task.abstract_state)
+    row = {"step": step}
+    lines = []
+    for eval_name, (evaluator, _) in evaluators.items():
+      scores = evaluator(state)
+      evaluator.write_summaries(writer, step, state, first=step == steps[0])
+      writer.write_scalars(step, _prefixed(eval_name, scores))
+      row.update(scores if eval_name == MAIN_EVAL else _prefixed(eval_name, scores))
+      lines.append(f"{eval_name}: {evaluator.summary(scores)}")
+    rows.append(row)
+    print(f"step {step}: " + " || ".join(lines), flush=True)
+  writer.flush()
+  path = wd.write_scores(rows)
+  if jax.process_index() == 0:
+    print(f"wrote {path} ({len(rows)} checkpoints)", flush=True)
+  return rows

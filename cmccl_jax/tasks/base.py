@@ -1,0 +1,121 @@
+"""What a task gives the one host loop (`cmccl_jax.run.loop`): a model family behind one interface.
+
+A task owns its state, its jitted step, its evaluators and its TensorBoard hooks;
+the loop owns everything with side effects that every task shares (the workdir,
+checkpoints, the schedule, timing, metrics.jsonl). A new model is a new task,
+never a new loop.
+
+Evaluators are chosen from `config.evals`: {name: {kind, split, every_steps}}, one
+entry per evaluation (`kind` one of the task's `EVALUATORS`; every_steps 0 means
+config.eval_every_steps). An evaluator's scores go to TensorBoard and
+metrics.jsonl as `<name>/<metric>`; the evaluator named "eval" is the main one.
+"""
+
+import abc
+from typing import Any, Iterator
+
+import numpy as np
+
+from cmccl_jax.errors import UserError
+
+
+class Evaluator(abc.ABC):
+  """Scores a train state; one of a task's evaluators."""
+
+  @abc.abstractmethod
+  def __call__(self, state) -> dict[str, float]:
+    """{metric: value} of `state` (host floats)."""
+
+  @abc.abstractmethod
+  def summary(self, scores: dict[str, float]) -> str:
+    """The one-line digest of `scores` the loop prints."""
+
+  def write_summaries(self, writer, step: int, state, *, first: bool) -> None:
+    """Images and texts beyond the scalars, after a call at `step`; `first`: this run's first evaluation."""
+
+
+class Task(abc.ABC):
+  """A model family as the loop runs it.
+
+  Attributes set by a subclass: `config`, `mesh`, `tokenizer` (decodes the batch's
+  tokens for the input grid), `abstract_state` (ShapeDtypeStructs with shardings:
+  the restore target).
+  """
+
+  # {config.evals kind: what it computes}; a subclass lists its own.
+  EVALUATORS: dict[str, str] = {}
+
+  config: Any
+  mesh: Any
+  tokenizer: Any
+  abstract_state: Any
+
+  @abc.abstractmethod
+  def init_state(self):
+    """The fresh state, created already sharded."""
+
+  @abc.abstractmethod
+  def train_step(self):
+    """The jitted step: (state, global batch) -> (state, metrics); state donated."""
+
+  @abc.abstractmethod
+  def train_batches(self, local_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """This process's infinite stream of training batches; a checkpointable tf.data iterator."""
+
+  @abc.abstractmethod
+  def make_evaluator(self, kind: str, split: str) -> Evaluator:
+    """The evaluator `kind` (a key of EVALUATORS) on `split`."""
+
+  @abc.abstractmethod
+  def log_line(self, scalars: dict[str, float]) -> str:
+    """The middle of the loop's progress line: the task's loss terms."""
+
+  def scalars(self, metrics: dict) -> dict[str, float]:
+    """The step's metrics (host arrays) as TensorBoard scalars."""
+    return {k: float(v) for k, v in metrics.items()}
+
+  def observe_batch(self, step: int, batch: dict[str, np.ndarray]) -> None:
+    """Sees each host batch before the step at state step `step` uses it (e.g. to collect histograms)."""
+
+  def write_log_summaries(self, writer, step: int) -> None:
+    """Summaries beyond the scalars, at every log step."""
+
+  def write_eval_summaries(self, writer, step: int, metrics: dict, batch: dict[str, np.ndarray]) -> None:
+    """Summaries of the current training batch (`metrics` on the host), at every evaluation step."""
+
+  # ------------------------------------------------------------------ evaluators from the config
+
+  def evaluators(self) -> dict[str, tuple[Evaluator, int]]:
+    """{name: (evaluator, every_steps)} from config.evals."""
+    out = {}
+    for name, spec in configured_evals(self.config, self.EVALUATORS).items():
+      out[name] = (self.make_evaluator(spec["kind"], spec["split"]), spec["every_steps"])
+    return out
+
+
+def configured_evals(config, kinds: dict[str, str]) -> dict[str, dict[str, Any]]:
+  """config.evals checked against the task's evaluator `kinds`, every_steps resolved."""
+  evals = dict(config.get("evals") or {})
+  out = {}
+  for name, spec in evals.items():
+    spec = dict(spec)
+    unknown = sorted(set(spec) - {"kind", "split", "every_steps"})
+    if unknown:
+      raise UserError(f"config.evals.{name} has unknown fields {unknown}; its fields are kind, split and "
+                      "every_steps.")
+    kind = spec.get("kind", "")
+    if kind not in kinds:
+      raise UserError(f"config.evals.{name}.kind={kind!r} is not one of {', '.join(map(repr, kinds))}; "
+                      f"set --config.evals.{name}.kind=<one of them>.")
+    if not spec.get("split"):
+      raise UserError(f"config.evals.{name}.split is empty; name a split of the dataset, e.g. test.")
+    every = int(spec.get("every_steps", 0) or config.eval_every_steps)
+    if every < 0:
+      raise UserError(f"config.evals.{name}.every_steps={every} must be >= 0 (0: config.eval_every_steps).")
+    out[name] = {"kind": kind, "split": str(spec["split"]), "every_steps": every}
+  return out
+
+
+def is_eval_step(step: int, every_steps: int, num_steps: int) -> bool:
+  """Every `every_steps` steps (0: never) and always at the last step."""
+  return (every_steps > 0 and step % every_steps == 0) or step == num_steps

@@ -1,0 +1,29 @@
+"""The dual-encoder config schema's checks (configs/default.py is its reference)."""
+
+from cmccl_jax import config_validation as cv
+from cmccl_jax.curriculum.pacing import LEARNED
+from cmccl_jax.errors import UserError
+from cmccl_jax.tasks.dual_encoder import staging
+
+LOSS_KINDS = ("softmax", "sigmoid")
+
+
+def validate(config) -> None:
+  cv.validate_common(config)
+  cv.choice(config.loss.kind, "loss.kind", LOSS_KINDS)
+  if config.curriculum.scorer == LEARNED and int(config.curriculum.difficulty_head.get("hidden", 0)) <= 0:
+    raise UserError(f"config.curriculum.scorer={LEARNED!r} paces by the difficulty head, which "
+                    "config.curriculum.difficulty_head.hidden=0 turns off; set it > 0 (e.g. 64).")
+  for tower in staging.TOWERS:
+    staging.tower_train_from(config.staging, tower)
+  optim = config.optim
+  cv.positive_float(optim.learning_rate, "optim.learning_rate", "; the demo uses 1e-3")
+  cv.positive_float(optim.grad_clip_norm, "optim.grad_clip_norm", " (the global-norm clip; the demo uses 1.0)")
+  if not 0 <= int(optim.warmup_steps) < int(config.num_steps):
+    raise UserError(f"config.optim.warmup_steps={optim.warmup_steps} must be in [0, config.num_steps="
+                    f"{config.num_steps}).")
+  if float(optim.weight_decay) < 0:
+    raise UserError(f"config.optim.weight_decay={optim.weight_decay} must be >= 0.")
+  for field in ("b1", "b2"):
+    if not 0.0 <= float(optim[field]) < 1.0:
+      raise UserError(f"config.optim.{field}={optim[field]} must be in [0, 1).")
