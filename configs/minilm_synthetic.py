@@ -1,4 +1,4 @@
-"""The synthetic set with the text tower initialised from all-MiniLM-L6-v2 (issue 3).
+"""The synthetic set with the text tower initialised from all-MiniLM-L6-v2.
 
   bash train.sh demo_minilm --config=configs/minilm_synthetic.py
 

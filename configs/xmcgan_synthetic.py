@@ -7,7 +7,7 @@
 
 Stage 1's text tower encodes the captions for G and D; its image tower is the
 frozen encoder E of the real–fake term and the feature space of the offline
-Fréchet distance. Formulas and reference values: ALGORITHMS.md (XMC-GAN).
+Fréchet distance. The formulas and reference defaults: cmccl_jax/tasks/xmcgan/step.py and gan_block() below.
 """
 
 import ml_collections

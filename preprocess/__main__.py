@@ -76,15 +76,11 @@ def summary(builder, num_blocks: int) -> list[str]:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)
-  import tensorflow as tf
-  import tensorflow_datasets as tfds
-  tf.config.set_visible_devices([], "GPU")
-  # TFDS's tqdm bars (ours in the checking pass too) go to stderr whatever the
-  # absl verbosity; make sure nothing switched them off.
-  tfds.enable_progress_bar()
+  cli.hide_gpus_from_tf()
+  # After TF: its start-up notices are held back there, and datasets imports it.
   from cmccl_jax.data import datasets
 
   config = _CONFIG.value
@@ -95,7 +91,7 @@ def main(argv) -> None:
       config.data.data_dir = _DATA_DIR.value
     config.data.auto_prepare = True
   os.makedirs(os.path.expanduser(config.data.data_dir), exist_ok=True)
-  builder = datasets.get_builder(config.data, int(config.curriculum.num_blocks), config.scoring)
+  builder = datasets.get_builder(config.data, int(config.curriculum.num_blocks), config.scoring, progress=True)
   print("\n".join(summary(builder, int(config.curriculum.num_blocks))), flush=True)
 
 

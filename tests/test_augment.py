@@ -375,14 +375,14 @@ def test_decode_shows_what_the_model_reads():
 
 def test_train_loop_writes_the_first_batch_to_tensorboard():
   from cmccl_jax.data.tokenizer import Tokenizer
-  from cmccl_jax.tasks.dual_encoder import dashboard
+  from cmccl_jax import summaries
   calls = {}
   writer = types.SimpleNamespace(write_images=lambda step, d: calls.update(images=(step, d)),
                                  write_texts=lambda step, d: calls.update(texts=(step, d)))
   tokenizer = Tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "red"], max_len=6)
   batch = {"image": np.full((5, 8, 8, 3), 200, np.uint8),
            "tokens": tokenizer(tf.constant(["a red"] * 5)).numpy()}
-  dashboard.write_input_examples(writer, 3, batch, tokenizer)
+  summaries.write_input_examples(writer, 3, batch, tokenizer)
   step, images = calls["images"]
   grid = images["train/augmented_examples"]
   assert step == 3 and grid.shape == (1, 2 * 10, 3 * 10, 3) and (grid == 200).sum() == 5 * 8 * 8 * 3

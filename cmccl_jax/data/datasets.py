@@ -82,11 +82,14 @@ _BUILDERS = {
 }
 
 
-def get_builder(data_config, num_blocks: int, scoring_config=None) -> tfds.core.DatasetBuilder:
+def get_builder(data_config, num_blocks: int, scoring_config=None, *,
+                progress: bool = False) -> tfds.core.DatasetBuilder:
   """The prepared builder for `config.data` scored as `config.scoring`, building it on first use if auto_prepare.
 
   scoring_config None means the default scoring (the dataset's default scorers);
-  pass `config.scoring` so that a build with other scorers is found.
+  pass `config.scoring` so that a build with other scorers is found. `progress`: show
+  TFDS's progress bars while building (`python -m preprocess`); a first use during
+  training (seconds for synthetic_shapes) prints one line instead.
   """
   name = data_config.name
   if name not in KNOWN:
@@ -113,9 +116,7 @@ def get_builder(data_config, num_blocks: int, scoring_config=None) -> tfds.core.
       builder.check_sources()  # every process: a wrong path must not leave the others waiting
     if jax.process_index() == 0:
       print(f"Preparing {name} in {builder.data_dir} (first use) ...", flush=True)
-      # A first-use build is a side show of training (seconds for synthetic_shapes): no TFDS progress
-      # bars; `python -m preprocess` shows them.
-      tfds.disable_progress_bar()
+      tfds.display_progress_bar(progress)
       try:
         builder.download_and_prepare()
       finally:

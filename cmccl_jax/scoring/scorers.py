@@ -125,8 +125,8 @@ class NounCount:
   """Max over the example's captions of their nouns: more named things = more to align.
 
   The max, not the mean, because one detailed caption shows what the image holds
-  (seed 000). A caption without nouns counts 0 and is kept. Counts are cached by
-  caption text, since datasets repeat captions.
+  (Ayyubi et al. 2023 count nouns per caption). A caption without nouns counts 0
+  and is kept. Counts are cached by caption text, since datasets repeat captions.
   """
 
   name = "noun_count"

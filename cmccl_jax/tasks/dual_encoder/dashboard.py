@@ -1,4 +1,4 @@
-"""The curriculum dashboard in TensorBoard (host side: the loop calls these, nothing else writes).
+"""The dual encoder's curriculum dashboard in TensorBoard (host side: its task calls these at log and eval steps).
 
 Per log interval: the difficulty histogram of the visible examples of each block,
 loss per block, visible fraction (from the step's metrics) and the difficulty
