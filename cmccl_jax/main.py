@@ -21,7 +21,12 @@ _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 8, "sample: images per captio
 _STEP = flags.DEFINE_integer("step", -1, "sample: checkpoint step (-1 = the latest).")
 _EMA = flags.DEFINE_bool("ema", True, "sample: use the EMA generator (else the raw one).")
 _OUT = flags.DEFINE_string("out", "", "sample: PNG path (default exp/NAME/samples/step<S>_<ema|g>_<time>.png).")
-_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (pods, multi-GPU hosts).")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() (pods, multi-GPU hosts); on a cluster JAX finds "
+    "the processes itself, elsewhere give --coordinator, --num_processes and --process_id.")
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "multihost: host:port of process 0 (else JAX's auto-detection).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multihost: the number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "multihost: this process's index, 0..num_processes-1.")
 
 
 def main(argv) -> None:
@@ -39,7 +44,9 @@ def main(argv) -> None:
   from cmccl_jax.workdir import Workdir
 
   if _MULTIHOST.value:
-    jax.distributed.initialize()
+    # CPU processes need a collectives backend of their own (GPUs and TPUs bring theirs).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   workdir = Workdir(_WORKDIR.value)
   if _MODE.value == "train":
     config = _CONFIG.value
