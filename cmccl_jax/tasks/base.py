@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from cmccl_jax.data import pipeline
 from cmccl_jax.errors import UserError
 
 
@@ -39,7 +40,8 @@ class Task(abc.ABC):
 
   Attributes set by a subclass: `config`, `mesh`, `tokenizer` (decodes the batch's
   tokens for the input grid), `abstract_state` (ShapeDtypeStructs with shardings:
-  the restore target).
+  the restore target), `builder` (the dataset's TFDS builder) and `model` (the
+  state and step built from shapes alone, with `init_state()` and `train_step()`).
   """
 
   # {config.evals kind: what it computes}; a subclass lists its own.
@@ -49,18 +51,20 @@ class Task(abc.ABC):
   mesh: Any
   tokenizer: Any
   abstract_state: Any
+  builder: Any
+  model: Any
 
-  @abc.abstractmethod
   def init_state(self):
     """The fresh state, created already sharded."""
+    return self.model.init_state()
 
-  @abc.abstractmethod
   def train_step(self):
     """The jitted step: (state, global batch) -> (state, metrics); state donated."""
+    return self.model.train_step()
 
-  @abc.abstractmethod
   def train_batches(self, local_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """This process's infinite stream of training batches; a checkpointable tf.data iterator."""
+    return iter(pipeline.train_dataset(self.builder, self.config, self.tokenizer, local_batch_size))
 
   @abc.abstractmethod
   def make_evaluator(self, kind: str, split: str) -> Evaluator:

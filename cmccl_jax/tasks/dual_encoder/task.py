@@ -77,15 +77,6 @@ class DualEncoderTask(base.Task):
     self.num_blocks = k
     self._histograms = dashboard.DifficultyHistograms(config.curriculum)
 
-  def init_state(self):
-    return self.model.init_state()
-
-  def train_step(self):
-    return self.model.train_step()
-
-  def train_batches(self, local_batch_size: int):
-    return iter(pipeline.train_dataset(self.builder, self.config, self.tokenizer, local_batch_size))
-
   def make_evaluator(self, kind: str, split: str) -> RetrievalEvaluator:
     del kind  # "retrieval", the only one
     return RetrievalEvaluator(self.builder, split, self.tokenizer, self.mesh, self.model.model,

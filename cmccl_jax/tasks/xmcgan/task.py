@@ -137,15 +137,6 @@ class XmcganTask(base.Task):
                              self.stage1, seed=int(config.seed))
     self.abstract_state = self.model.abstract_state
 
-  def init_state(self):
-    return self.model.init_state()
-
-  def train_step(self):
-    return self.model.train_step()
-
-  def train_batches(self, local_batch_size: int):
-    return iter(pipeline.train_dataset(self.builder, self.config, self.tokenizer, local_batch_size))
-
   def make_evaluator(self, kind: str, split: str) -> GenerationEvaluator:
     del kind  # "generation", the only one
     e = self.config.gan.eval
