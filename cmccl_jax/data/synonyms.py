@@ -24,8 +24,10 @@ is off by default. Neighbours that merely extend the word or that it extends
 import os
 
 import numpy as np
+from safetensors.numpy import load_file
 
 from cmccl_jax.errors import UserError
+from cmccl_jax.models import hf_import
 
 DEFAULT_TOP_K = 5
 DEFAULT_MIN_COSINE = 0.6
@@ -124,15 +126,12 @@ def table_from_embeddings(vocab: list[str], embeddings: np.ndarray, *, top_k: in
 
 def minilm_table(folder: str | None = None, **kwargs) -> dict[str, list[str]]:
   """`table_from_embeddings` over all-MiniLM-L6-v2's input token embeddings (a local folder)."""
-  from safetensors.numpy import load_file
-
-  from cmccl_jax.models import hf_import
   folder = folder or hf_import.default_minilm_path()
   weights, vocab_path = os.path.join(folder, "model.safetensors"), os.path.join(folder, "vocab.txt")
   for path in (weights, vocab_path):
     if not os.path.isfile(path):
       raise UserError(f"{path} is missing: the synonym table is derived from a BERT checkpoint folder "
-                              f"with model.safetensors and vocab.txt; {hf_import.MINILM_PIP}.")
+                      f"with model.safetensors and vocab.txt; {hf_import.MINILM_PIP}.")
   tensors = load_file(weights)
   name = next((k for k in ("embeddings.word_embeddings.weight", "bert.embeddings.word_embeddings.weight")
                if k in tensors), None)

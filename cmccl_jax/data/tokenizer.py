@@ -9,7 +9,9 @@ import os
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from cmccl_jax.data import shapes_scene
 from cmccl_jax.errors import UserError
+from cmccl_jax.models import hf_import
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -17,10 +19,8 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 def load_vocab(vocab: str) -> list[str]:
   """The token list for `config.tokenizer.vocab`: "synthetic", "minilm", a vocab.txt or a folder holding one."""
   if vocab == "synthetic":
-    from cmccl_jax.data import shapes_scene
     return list(SPECIAL_TOKENS) + list(shapes_scene.VOCAB)
   if vocab == "minilm":
-    from cmccl_jax.models import hf_import
     vocab = os.path.join(hf_import.default_minilm_path(), "vocab.txt")
   path = os.path.expanduser(vocab)
   if os.path.isdir(path):
