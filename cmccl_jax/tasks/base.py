@@ -99,7 +99,10 @@ class Task(abc.ABC):
 
 def configured_evals(config, kinds: dict[str, str]) -> dict[str, dict[str, Any]]:
   """config.evals checked against the task's evaluator `kinds`, every_steps resolved."""
-  evals = dict(config.get("evals") or {})
+  if "evals" not in config:  # saved before config.evals existed: their one evaluator, on data.eval_split
+    evals = {"eval": {"kind": next(iter(kinds)), "split": config.data.get("eval_split", "test")}}
+  else:
+    evals = dict(config.evals or {})
   out = {}
   for name, spec in evals.items():
     spec = dict(spec)
