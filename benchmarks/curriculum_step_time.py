@@ -17,10 +17,12 @@ import time
 import jax
 
 from cmccl_jax import parallel
+from cmccl_jax.scoring.score_shards import prepare_data
 from cmccl_jax.tasks.dual_encoder.task import DualEncoderTask
 
 
 def _trainer(config):
+  prepare_data(config)
   exp = DualEncoderTask(config)
   local_bs = parallel.local_batch_size(int(config.batch_size), exp.mesh)
   batches = exp.train_batches(local_bs)

@@ -4,7 +4,7 @@
       [--num_train=8000] [--teacher=exp/NAME] [--knn_k=10]
 
 Generates the default synthetic_shapes training split (no TFDS build), scores it
-exactly as preprocessing does (`scorers.make_scorers`, `fit_scorers`,
+with the scorers preprocessing runs (`scorers.make_scorers`, `fit_scorers`,
 `score_split`) and prints Spearman's rho of every scorer with the generator's
 `complexity`, the ground truth the curriculum ablation compares scorers against.
 Teacher scorers (knn_image, misalignment, distillation) need --teacher.
@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 from cmccl_jax.curriculum import analysis
+from cmccl_jax.data import difficulty, shapes_scene
 from cmccl_jax.scoring import scorers
-from cmccl_jax.data import shapes_scene
 
 
 def main() -> None:
@@ -32,8 +32,8 @@ def main() -> None:
   parser.add_argument("--batch_size", type=int, default=256)
   args = parser.parse_args()
 
-  names = scorers.check_scorer_names(scorers.scorer_names(args.scorers))
-  settings = scorers.ScoringSettings(
+  names = difficulty.check_scorer_names(difficulty.scorer_names(args.scorers))
+  settings = difficulty.ScoringSettings(
       teacher=args.teacher, teacher_step=args.teacher_step, student_step=args.student_step, knn_k=args.knn_k,
       combined=tuple(n for n in names if n != "combined"), batch_size=args.batch_size).resolved(names)
 

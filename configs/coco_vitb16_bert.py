@@ -47,7 +47,7 @@ def get_config():
   c.loss.kind = "softmax"
   c.loss.scale_init = 10.0
 
-  c.curriculum.scorer = "caption_length"            # the scorer built into COCO's shards
+  c.curriculum.scorer = "caption_length"            # scored on first use beside COCO's shards
 
   c.batch_size = 4096
   c.num_steps = 5000

@@ -71,8 +71,8 @@ def base() -> ml_collections.ConfigDict:
       synonyms=""))                 # "default" (from MiniLM embeddings, cached) or a word<TAB>syn1,syn2 file
 
   c.curriculum = ml_collections.ConfigDict()
-  c.curriculum.scorer = "ground_truth"   # which difficulty/<scorer> and block/<scorer> to use
-  c.curriculum.num_blocks = 4       # K quantile blocks, as built into the shards
+  c.curriculum.scorer = "ground_truth"   # the offline scorer whose quantile blocks pace, or "learned"
+  c.curriculum.num_blocks = 4       # K quantile blocks of the training scores, computed at the run's start
   # Pacing (cmccl_jax/curriculum/pacing.py): none | phases (cumulative) | disjoint_phases |
   # linear | root | geometric (competence reaching all data at competence_steps).
   c.curriculum.pacing = "root"
@@ -87,11 +87,13 @@ def base() -> ml_collections.ConfigDict:
   # pacing only masks, and up to 1 - c0 of every early batch is wasted.
   c.curriculum.host_sampler = True
 
-  # Offline difficulty scorers (cmccl_jax/scoring/scorers.py), computed when the
-  # dataset is built and written into the shards as difficulty/<name> + block/<name>:
-  # caption_length, ground_truth (synthetic only), noun_count, knn_text, knn_image,
-  # misalignment, distillation, combined. Settings that change the scores are hashed
-  # into the build's name, so a changed teacher or k builds anew.
+  # Offline difficulty scorers (cmccl_jax/scoring/scorers.py): caption_length,
+  # ground_truth (synthetic only), noun_count, knn_text, knn_image, misalignment,
+  # distillation, combined. Each is computed once per image build, by `python -m
+  # preprocess` or a run's first use, into its own id-keyed build beside the images
+  # (cmccl_jax/data/difficulty.py); the settings that change a scorer's scores are
+  # hashed into its build's name, so a changed teacher or k scores anew and no image
+  # is re-encoded. A run reads these and config.curriculum.scorer.
   c.scoring = ml_collections.ConfigDict()
   # () = the dataset's default: synthetic_shapes caption_length, ground_truth, noun_count;
   # COCO and image folders caption_length, noun_count. On the command line:

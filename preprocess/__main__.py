@@ -1,4 +1,4 @@
-"""Builds a dataset into TFDS shards with its difficulty fields.
+"""Builds a dataset into TFDS image/caption shards and scores it into id-keyed difficulty shards.
 
   python -m preprocess [--config=configs/default.py] [--dataset=NAME] [--data_dir=DIR] [--config.x=y]
 
@@ -7,9 +7,13 @@
   python -m preprocess --dataset=image_text_folder --config.data.folder.root=/data/mine
 
 Builds what `config.data` describes (dataset, data_dir, builder parameters) with
-progress bars, then prints a summary: examples per split, what was skipped per
-split and reason, the scoring settings (teacher checkpoint, k, ...), and per
-scorer the block edges and block sizes. Which scorers run is `config.scoring`:
+progress bars, then every offline scorer a run of the config reads
+(`config.scoring.scorers`, () = the dataset's default, and
+`config.curriculum.scorer`), each into its own build beside the images. Builds that
+exist are reused: adding a scorer or changing a teacher scores again and
+re-encodes no image. Then it prints a summary: examples per split, what was
+skipped per split and reason, and per scorer the settings that made its scores
+and the blocks a run with `config.curriculum.num_blocks` would start from.
 
   python -m preprocess --config.scoring.scorers=caption_length,noun_count,knn_text,combined
   python -m preprocess --config.scoring.scorers=noun_count,knn_image,misalignment \\
@@ -29,23 +33,13 @@ _DATASET = flags.DEFINE_string("dataset", None, "Overrides config.data.name.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Overrides config.data.data_dir.")
 
 
-def _block_sizes_from_shards(builder, num_blocks: int) -> dict[str, dict[str, list[int]]]:
-  """{scorer: {split: sizes}} counted from the shards, for builds that did not record them."""
+def summary(builder, run_difficulty, settings, built: list[str]) -> list[str]:
+  """The lines printed after a build: examples and skips per split, then each scorer's settings and blocks.
+
+  `settings`: the resolved `difficulty.ScoringSettings` the scores were found under.
+  """
   import numpy as np
-  import tensorflow_datasets as tfds
-  sizes: dict[str, dict[str, list[int]]] = {}
-  for split in builder.info.splits:
-    ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
-    for blocks in ds.map(lambda ex: ex["block"]).batch(4096).as_numpy_iterator():
-      for name, values in blocks.items():
-        counts = sizes.setdefault(name, {}).get(split, 0) + np.bincount(values, minlength=num_blocks)
-        sizes[name][split] = counts
-  return {name: {split: c.tolist() for split, c in per_split.items()} for name, per_split in sizes.items()}
-
-
-def summary(builder, num_blocks: int) -> list[str]:
-  """The lines printed after a build: examples, skips and blocks per split."""
-  from cmccl_jax.data import captioned_images
+  from cmccl_jax.data import captioned_images, difficulty
   metadata = dict(builder.info.metadata or {})
   lines = [f"{builder.name} ({builder.builder_config.name}) in {builder.data_dir}"]
   written = {split: info.num_examples for split, info in builder.info.splits.items()}
@@ -62,14 +56,17 @@ def summary(builder, num_blocks: int) -> list[str]:
       lines.append(f"    {where}: {text}")
     for reason in sorted(reasons):
       lines.append(f"      ({reason}: {captioned_images.SKIP_REASONS.get(reason, '?')})")
-  for setting, value in (metadata.get("scoring") or {}).items():
-    lines.append(f"  scoring {setting}: {value}")
-  edges = metadata.get("block_edges", {})
-  block_sizes = metadata.get("block_sizes") or _block_sizes_from_shards(builder, num_blocks)
-  for name, per_split in block_sizes.items():
-    lines.append(f"  block/{name}: edges {[round(float(e), 3) for e in edges.get(name, [])]}")
-    for split, sizes in per_split.items():
-      lines.append(f"    {split} block sizes {list(sizes)}")
+  table, curriculum = run_difficulty.table, run_difficulty.curriculum
+  lines.append(f"difficulty scores ({'built now: ' + ', '.join(built) if built else 'all built before'}); "
+               f"blocks for config.curriculum.num_blocks={curriculum.num_blocks}:")
+  for name in table.scorers:
+    score_build = difficulty.score_builder(builder, name, settings)
+    described = dict(score_build.info.metadata or {}).get("settings") or {}
+    lines.append(f"  {name} in {score_build.data_dir}" + (f" ({described})" if described else ""))
+    blocks, edges = curriculum.blocks({s: table.columns[s][name] for s in table.ids}, table.ids)
+    lines.append(f"    edges {[round(float(e), 3) for e in edges]}")
+    for split, b in blocks.items():
+      lines.append(f"    {split} block sizes {np.bincount(b, minlength=curriculum.num_blocks).tolist()}")
   return lines
 
 
@@ -80,8 +77,10 @@ def main(argv) -> None:
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)
   cli.hide_gpus_from_tf()
-  # After TF: its start-up notices are held back there, and datasets imports it.
-  from cmccl_jax.data import datasets
+  # After TF: its start-up notices are held back there, and these modules import it.
+  from cmccl_jax.curriculum.curriculum import Curriculum
+  from cmccl_jax.data import datasets, difficulty
+  from cmccl_jax.scoring import score_shards
 
   config = _CONFIG.value
   with config.unlocked():
@@ -91,8 +90,12 @@ def main(argv) -> None:
       config.data.data_dir = _DATA_DIR.value
     config.data.auto_prepare = True
   os.makedirs(os.path.expanduser(config.data.data_dir), exist_ok=True)
-  builder = datasets.get_builder(config.data, int(config.curriculum.num_blocks), config.scoring, progress=True)
-  print("\n".join(summary(builder, int(config.curriculum.num_blocks))), flush=True)
+  builder = datasets.get_builder(config.data, progress=True)
+  built = score_shards.prepare_scores(config, builder, progress=True)
+  curriculum = Curriculum.from_config(config.curriculum, int(config.num_steps))
+  run_difficulty = difficulty.load_run_difficulty(config, builder, curriculum)
+  settings = difficulty.ScoringSettings.from_config(config.scoring).resolved(run_difficulty.table.scorers)
+  print("\n".join(summary(builder, run_difficulty, settings, built)), flush=True)
 
 
 if __name__ == "__main__":

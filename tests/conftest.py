@@ -58,11 +58,10 @@ def no_network():
 
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory):
-  """A tiny synthetic_shapes build shared by every test that needs real shards."""
+  """A tiny synthetic_shapes build and its difficulty scores, shared by every test that needs real shards."""
   data_dir = str(tmp_path_factory.mktemp("tfds"))
-  config = tiny.tiny_config(data_dir)
-  from cmccl_jax.data import datasets
-  datasets.get_builder(config.data, int(config.curriculum.num_blocks), config.scoring)
+  from cmccl_jax.scoring import score_shards
+  score_shards.prepare_data(tiny.tiny_config(data_dir))
   return data_dir
 
 

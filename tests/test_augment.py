@@ -9,6 +9,7 @@ import tensorflow as tf
 from cmccl_jax import tasks
 from cmccl_jax.data import augment, pipeline, synonyms
 from configs import default
+from tests import tiny
 from cmccl_jax.errors import UserError
 
 
@@ -306,9 +307,8 @@ def test_variable_size_dataset_needs_image_size():
 # ---------------------------------------------------------------------------------------- pipeline
 
 def _first_batch(config, tokenizer, batches=1):
-  from cmccl_jax.data import datasets
-  builder = datasets.get_builder(config.data, int(config.curriculum.num_blocks))
-  it = iter(pipeline.train_dataset(builder, config, tokenizer, 8))
+  builder, run = tiny.tiny_difficulty(config)
+  it = iter(pipeline.train_dataset(builder, config, tokenizer, 8, run))
   return builder, [next(it) for _ in range(batches)]
 
 
@@ -326,7 +326,6 @@ def test_train_images_without_augmentation_are_the_stored_ones(tiny_config):
 
 
 def test_augmented_train_stream_runs_and_resumes_exactly(tiny_config, tmp_path):
-  from cmccl_jax.data import datasets
   from cmccl_jax.data.tokenizer import build_tokenizer
   c = _all_on(tiny_config)
   c.data.image_size = 24
@@ -335,15 +334,15 @@ def test_augmented_train_stream_runs_and_resumes_exactly(tiny_config, tmp_path):
   c.augment.text.update(synonym_prob=0.5, synonyms=str(table))
   tasks.validate(c)
   tokenizer = build_tokenizer(c.tokenizer)
-  builder = datasets.get_builder(c.data, int(c.curriculum.num_blocks))
-  it = iter(pipeline.train_dataset(builder, c, tokenizer, 8))
+  builder, run = tiny.tiny_difficulty(c)
+  it = iter(pipeline.train_dataset(builder, c, tokenizer, 8, run))
   first = next(it)
   assert first["image"].shape == (8, 24, 24, 3) and first["image"].dtype == np.uint8
   assert first["tokens"].shape == (8, c.tokenizer.max_len)
   ckpt = tf.train.Checkpoint(iterator=it)
   prefix = ckpt.write(str(tmp_path / "it"))
   expected = [next(it) for _ in range(2)]
-  fresh = iter(pipeline.train_dataset(builder, c, tokenizer, 8))
+  fresh = iter(pipeline.train_dataset(builder, c, tokenizer, 8, run))
   tf.train.Checkpoint(iterator=fresh).read(prefix).assert_consumed()
   for want in expected:
     got = next(fresh)
@@ -357,7 +356,7 @@ def test_augmented_train_stream_runs_and_resumes_exactly(tiny_config, tmp_path):
 def test_eval_images_are_resized_not_augmented(tiny_config):
   from cmccl_jax.data import datasets
   from cmccl_jax.data.tokenizer import build_tokenizer
-  builder = datasets.get_builder(tiny_config.data, int(tiny_config.curriculum.num_blocks))
+  builder = datasets.get_builder(tiny_config.data)
   tokenizer = build_tokenizer(tiny_config.tokenizer)
   batch = next(pipeline.eval_examples(builder, "test", tokenizer, 8, 20))
   assert batch["image"].shape == (8, 20, 20, 3) and batch["image"].dtype == np.uint8

@@ -10,9 +10,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cmccl_jax.curriculum import blocks as blocks_lib
-from cmccl_jax.scoring import scorers
-from cmccl_jax.data import coco_captions
-from cmccl_jax.data import datasets
+from cmccl_jax.curriculum.curriculum import Curriculum
+from cmccl_jax.data import coco_captions, datasets, difficulty
+from cmccl_jax.scoring import score_shards, scorers
 from tests import captioned_fixtures as fx
 from tests import tiny
 from cmccl_jax.errors import UserError
@@ -20,7 +20,7 @@ from cmccl_jax.errors import UserError
 
 def _build(data_dir, **params):
   builder = coco_captions.CocoCaptions2014(
-      data_dir=str(data_dir), config=coco_captions.coco_captions_config(image_size=16, num_blocks=2, **params))
+      data_dir=str(data_dir), config=coco_captions.coco_captions_config(image_size=16, **params))
   builder.download_and_prepare()
   return builder
 
@@ -60,23 +60,26 @@ def test_good_examples_are_all_there_with_their_captions_and_ids(official):
   assert builder.info.metadata["num_examples"] == {"train": 4, "validation": 3}
 
 
-def test_difficulty_and_blocks_follow_the_train_edges(official):
+def test_scores_are_keyed_by_id_and_blocks_follow_the_train_edges(official):
   builder, splits, _ = official
-  edges = builder.info.metadata["block_edges"]["caption_length"]
-  train = np.asarray([ex["difficulty"]["caption_length"] for ex in splits["train"].values()])
-  ids = np.asarray([ex["id"] for ex in splits["train"].values()])
-  train_blocks = blocks_lib.quantile_blocks(train, ids, 2)
-  np.testing.assert_array_equal(edges, blocks_lib.block_edges(train, train_blocks, 2))
+  config = tiny.tiny_config(os.path.dirname(os.path.dirname(os.path.dirname(builder.data_dir))))
+  config.curriculum.update(scorer="caption_length", num_blocks=2)
+  config.scoring.scorers = ("caption_length",)
+  score_shards.prepare_scores(config, builder)
+  run = difficulty.load_run_difficulty(config, builder, Curriculum.from_config(config.curriculum, 12))
+  train_ids, train_columns = run.table.split("train")
+  train = train_columns["caption_length"]
+  train_blocks = blocks_lib.quantile_blocks(train, train_ids, 2)
+  np.testing.assert_array_equal(run.blocks["train"], train_blocks)
+  np.testing.assert_array_equal(run.edges, blocks_lib.block_edges(train, train_blocks, 2))
   for split, examples in splits.items():
-    for ex in examples.values():
-      words = np.mean([scorers.caption_words(c.decode()) for c in ex["captions"]])
-      assert ex["difficulty"]["caption_length"] == pytest.approx(words)
-      if split == "train":
-        assert ex["block"]["caption_length"] == train_blocks[list(ids).index(ex["id"])]
-      else:
-        assert ex["block"]["caption_length"] == blocks_lib.assign_blocks([words], edges)[0]
-    sizes = builder.info.metadata["block_sizes"]["caption_length"][split]
-    assert sum(sizes) == len(examples)
+    ids, columns = run.table.split(split)
+    assert sorted(examples) == ids.tolist()
+    for row, example_id in enumerate(ids):
+      words = np.mean([scorers.caption_words(c.decode()) for c in examples[example_id]["captions"]])
+      assert columns["caption_length"][row] == pytest.approx(words)
+      if split != "train":
+        assert run.blocks[split][row] == blocks_lib.assign_blocks([words], run.edges)[0]
 
 
 def test_corrupt_image_is_skipped_and_counted(official):
@@ -135,33 +138,26 @@ def test_karpathy_split_assigns_restval_to_train(karpathy):
 
 def test_sources_name_the_build_directory(official, karpathy, coco_root):
   assert official[0].builder_config.name != karpathy[0].builder_config.name
-  other = coco_captions.coco_captions_config(root=coco_root + "/", image_size=16, num_blocks=2)
+  other = coco_captions.coco_captions_config(root=coco_root + "/", image_size=16)
   assert other.name == official[0].builder_config.name  # the same folder, spelled differently
-  moved = coco_captions.coco_captions_config(root=os.path.join(coco_root, "copy", ".."), image_size=16,
-                                             num_blocks=2)
+  moved = coco_captions.coco_captions_config(root=os.path.join(coco_root, "copy", ".."), image_size=16)
   assert moved.name == official[0].builder_config.name
   elsewhere = coco_captions.coco_captions_config(root="/somewhere/else/" + os.path.basename(coco_root),
-                                                 image_size=16, num_blocks=2)
+                                                 image_size=16)
   assert elsewhere.name != official[0].builder_config.name
 
 
 def test_config_name_encodes_every_parameter(coco_root):
   base = coco_captions.coco_captions_config(root=coco_root)
-  changes = dict(root=coco_root + "_other", karpathy_split="dataset_coco.json", image_size=0, num_blocks=5,
-                 scorers=("caption_length", "noun_count", "combined"))
+  # The source and the image size, nothing of the curriculum: its scores are builds of their own.
+  changes = dict(root=coco_root + "_other", karpathy_split="dataset_coco.json", image_size=0)
   fields = {f.name for f in dataclasses.fields(coco_captions.CocoCaptionsConfig)}
-  assert set(changes) | {"scoring"} == fields - {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+  assert set(changes) == fields - {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
   names = {coco_captions.coco_captions_config(**{"root": coco_root, k: v}).name for k, v in changes.items()}
   assert len(names) == len(changes) and base.name not in names
   assert all(re.fullmatch(r"[\w.-]+", name) for name in names)
-  other_members = scorers.ScoringSettings(combined=("noun_count",))
-  assert (coco_captions.coco_captions_config(root=coco_root, scorers=changes["scorers"]).name
-          != coco_captions.coco_captions_config(root=coco_root, scorers=changes["scorers"], scoring=other_members).name)
-  assert base.scorers == ("caption_length", "noun_count")
   with pytest.raises(ValueError, match="image_size must be >= 0"):
     coco_captions.coco_captions_config(root=coco_root, image_size=-1)
-  with pytest.raises(ValueError, match=r"\['ground_truth'\] read fields only synthetic_shapes has"):
-    coco_captions.coco_captions_config(root=coco_root, scorers=("caption_length", "ground_truth"))
 
 
 def test_missing_root_names_the_path_and_where_to_get_it(tmp_path):
@@ -208,7 +204,7 @@ def test_coco_without_root_says_which_flag_to_set(tmp_path):
   config = tiny.tiny_config(str(tmp_path))
   config.data.name = "coco_captions2014"
   with pytest.raises(ValueError, match=r"--config.data.coco.root=/path/to/coco"):
-    datasets.get_builder(config.data, 4)
+    datasets.get_builder(config.data)
 
 
 def test_get_builder_builds_coco_from_its_root_and_reuses_it(tmp_path, coco_root, official):
@@ -217,7 +213,7 @@ def test_get_builder_builds_coco_from_its_root_and_reuses_it(tmp_path, coco_root
   config.data.coco.update(root=coco_root, image_size=16)
   config.data.auto_prepare = False
   with pytest.raises(UserError, match="is not built in"):
-    datasets.get_builder(config.data, 2)
+    datasets.get_builder(config.data)
   config.data.data_dir = os.path.dirname(os.path.dirname(os.path.dirname(official[0].data_dir)))
-  builder = datasets.get_builder(config.data, 2)
+  builder = datasets.get_builder(config.data)
   assert builder.is_prepared() and builder.builder_config.name == official[0].builder_config.name

@@ -7,6 +7,7 @@ import os
 import jax
 import pytest
 
+from cmccl_jax.curriculum.curriculum import Curriculum
 from cmccl_jax import parallel, tasks
 from cmccl_jax.tasks.dual_encoder.trained import TrainedDualEncoder
 from cmccl_jax.data.tokenizer import build_tokenizer, load_vocab
@@ -45,7 +46,7 @@ def test_config_validates_and_builds(name, tmp_path):
     stage1 = _abstract_stage1(importlib.import_module(f"configs.{stage1_name}").get_config(), tmp_path / "stage1")
     config.gan.stage1 = stage1.workdir
     tasks.validate(config)
-    setup = XmcganModel(config.gan, config.curriculum, mesh, config.param_sharding, (size, size, 3), stage1)
+    setup = XmcganModel(config.gan, Curriculum.from_config(config.curriculum, int(config.num_steps)), mesh, config.param_sharding, (size, size, 3), stage1)
     assert _param_count(setup.abstract_state.g_params) > 0 and _param_count(setup.abstract_state.d_params) > 0
     return
   tasks.validate(config)

@@ -3,6 +3,7 @@
 import ml_collections
 import numpy as np
 
+from cmccl_jax.curriculum.curriculum import Curriculum
 from cmccl_jax.tasks.dual_encoder import dashboard
 
 
@@ -26,8 +27,8 @@ class FakeTokenizer:
 
 
 def _curriculum():
-  return ml_collections.ConfigDict(dict(num_blocks=3, pacing="phases", phase_steps=(10, 10), order="easy_first",
-                                        scorer="ground_truth"))
+  return Curriculum.from_config(ml_collections.ConfigDict(dict(
+      num_blocks=3, pacing="phases", phase_steps=(10, 10), order="easy_first", scorer="ground_truth")), 30)
 
 
 def test_scalars_spread_per_block_values_and_skip_per_example_arrays():

@@ -9,11 +9,13 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image, ImageFile
 
+from cmccl_jax.curriculum.curriculum import Curriculum
 from cmccl_jax.data import captioned_images as ci
-from cmccl_jax.data import datasets
+from cmccl_jax.data import datasets, difficulty
 from cmccl_jax.data import image_text_folder as itf
 from cmccl_jax.data import pipeline
 from cmccl_jax.data.tokenizer import SPECIAL_TOKENS, Tokenizer
+from cmccl_jax.scoring import score_shards
 from tests import captioned_fixtures as fx
 from tests import tiny
 from cmccl_jax.errors import UserError
@@ -21,8 +23,7 @@ from cmccl_jax.errors import UserError
 
 def _build(data_dir, root, **params):
   builder = itf.ImageTextFolder(
-      data_dir=str(data_dir), config=itf.image_text_folder_config(root=root, image_size=16, num_blocks=2,
-                                                                  **params))
+      data_dir=str(data_dir), config=itf.image_text_folder_config(root=root, image_size=16, **params))
   builder.download_and_prepare()
   return builder
 
@@ -126,7 +127,7 @@ def test_folder_without_root_says_which_flag_to_set(tmp_path):
   config = tiny.tiny_config(str(tmp_path))
   config.data.name = "image_text_folder"
   with pytest.raises(ValueError, match=r"--config.data.folder.root=/path/to/folder"):
-    datasets.get_builder(config.data, 4)
+    datasets.get_builder(config.data)
 
 
 def test_built_shards_feed_the_training_pipeline(jsonl_build, tmp_path):
@@ -134,9 +135,15 @@ def test_built_shards_feed_the_training_pipeline(jsonl_build, tmp_path):
   config.data.name = "image_text_folder"
   config.data.image_size = 16
   config.curriculum.scorer = "caption_length"
+  config.curriculum.num_blocks = 2
+  config.curriculum.phase_steps = (6,)
+  config.scoring.scorers = ("caption_length",)
+  assert score_shards.prepare_scores(config, jsonl_build) == ["caption_length"]
+  assert score_shards.prepare_scores(config, jsonl_build) == []  # built once, beside the images
+  run = difficulty.load_run_difficulty(config, jsonl_build, Curriculum.from_config(config.curriculum, 12))
   words = sorted({w for caps in fx.expected_folder()["train"].values() for c in caps for w in c.split()})
   tokenizer = Tokenizer(list(SPECIAL_TOKENS) + words, max_len=8)
-  batch = next(pipeline.train_dataset(jsonl_build, config, tokenizer, local_batch_size=3).as_numpy_iterator())
+  batch = next(pipeline.train_dataset(jsonl_build, config, tokenizer, 3, run).as_numpy_iterator())
   assert batch["image"].shape == (3, 16, 16, 3) and batch["image"].dtype == np.uint8
   assert batch["tokens"].shape == (3, 8) and np.all(batch["tokens"][:, 0] == SPECIAL_TOKENS.index("[CLS]"))
   assert not np.any(batch["tokens"] == SPECIAL_TOKENS.index("[UNK]"))

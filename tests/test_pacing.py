@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from cmccl_jax.curriculum import pacing
+from cmccl_jax.curriculum.curriculum import Curriculum
 
 
 def _cfg(**kw):
@@ -110,9 +111,11 @@ def test_hard_first_reverses_and_random_permutes_the_blocks():
 
 @pytest.mark.parametrize("kind", pacing.PACINGS)
 def test_host_table_equals_the_device_function(kind):
-  cfg = _cfg(pacing=kind, order="random", order_seed=1, soft=True)
-  table = pacing.weight_table(130, cfg)
-  device = jax.jit(lambda s: pacing.block_weights(s, cfg))
+  cfg = _cfg(pacing=kind, order="random", order_seed=1, soft=True, scorer="s")
+  curriculum = Curriculum.from_config(cfg, num_steps=130)
+  table = curriculum.weight_table()
+  assert table.shape == (131, 4)
+  device = jax.jit(lambda s: pacing.block_weights(s, cfg))  # the config and the object pace alike
   for s in (0, 9, 10, 33, 34, 59, 60, 99, 100, 130):
     np.testing.assert_allclose(table[s], np.asarray(device(jnp.int32(s))), atol=1e-6)
 

@@ -15,7 +15,8 @@ def test_preprocess_folder_prints_examples_skips_scoring_and_blocks(tmp_path):
   r = subprocess.run(
       [sys.executable, "-m", "preprocess", "--config=configs/default.py", "--dataset=image_text_folder",
        f"--data_dir={tmp_path / 'tfds'}", f"--config.data.folder.root={root}", "--config.data.folder.image_size=16",
-       "--config.curriculum.num_blocks=2", "--config.scoring.scorers=caption_length,noun_count,combined"],
+       "--config.curriculum.num_blocks=2", "--config.curriculum.scorer=caption_length",
+       "--config.scoring.scorers=caption_length,noun_count,combined"],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   out = r.stdout
@@ -26,11 +27,13 @@ def test_preprocess_folder_prints_examples_skips_scoring_and_blocks(tmp_path):
           "undecodable_caption 1\n") in out, out
   assert "    validation: nothing\n" in out and "    not tied to a split: malformed_record 1\n" in out, out
   assert "(truncated_image: images with a valid header whose data is cut off)" in out, out
-  assert "  scoring combined: ['caption_length', 'noun_count']\n" in out, out
-  for name in ("caption_length", "noun_count", "combined"):
-    assert f"  block/{name}: edges [" in out, out
-  assert out.count("    train block sizes [") == 3, out
-  assert "Checking and scoring train" in r.stderr  # the progress bar of the first pass
+  assert "difficulty scores (built now: caption_length, noun_count, combined); blocks for " in out, out
+  scores = tmp_path / "tfds" / "difficulty_scores"
+  assert f"  combined in {scores}/combined-x" in out and "({'combined': ['caption_length', 'noun_count']})" in out
+  for name in ("caption_length", "noun_count"):
+    assert f"  {name} in {scores}/{name}-image_text_folder-" in out, out
+  assert out.count("    edges [") == 3 and out.count("    train block sizes [") == 3, out
+  assert "Checking train" in r.stderr  # the progress bar of the first pass
 
 
 def test_missing_coco_folder_is_one_line_naming_it_before_any_build(tmp_path):

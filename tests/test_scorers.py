@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 
 from cmccl_jax.curriculum import analysis
+from cmccl_jax.data import difficulty
+from cmccl_jax.data.difficulty import ScoringSettings
 from cmccl_jax.scoring import scorers
 from cmccl_jax.errors import UserError
 
@@ -35,7 +37,7 @@ def test_model_free_scorers_follow_the_protocol():
     assert scorer.name == name
   combined = scorers.get_scorer("combined")
   assert isinstance(combined, scorers.SplitScorer) and combined.name == "combined"
-  assert combined.members == scorers.ScoringSettings().combined
+  assert combined.members == ScoringSettings().combined
 
 
 def test_unknown_scorer_names_the_known_ones():
@@ -46,11 +48,11 @@ def test_unknown_scorer_names_the_known_ones():
 
 
 def test_scorer_names_split_commas_from_the_command_line():
-  assert scorers.scorer_names(("caption_length, noun_count", "knn_text")) == [
+  assert difficulty.scorer_names(("caption_length, noun_count", "knn_text")) == [
       "caption_length", "noun_count", "knn_text"]
-  assert scorers.scorer_names("noun_count") == ["noun_count"]
+  assert difficulty.scorer_names("noun_count") == ["noun_count"]
   with pytest.raises(ValueError, match="unique"):
-    scorers.check_scorer_names(["noun_count", "noun_count"])
+    difficulty.check_scorer_names(["noun_count", "noun_count"])
 
 
 # ---------------------------------------------------------------- noun_count
@@ -126,7 +128,7 @@ def test_combined_is_the_rank_average_worked_by_hand():
 def test_score_split_computes_combined_last_over_the_whole_split():
   examples = [_example(["w " * n], complexity=c) for n, c in [(3, 2.0), (1, 9.0), (2, 2.0), (5, 1.0)]]
   fitted = scorers.make_scorers(["combined", "caption_length", "ground_truth"],
-                                scorers.ScoringSettings(combined=("caption_length", "ground_truth")))
+                                ScoringSettings(combined=("caption_length", "ground_truth")))
   scores = scorers.score_split(examples, fitted, batch_size=3)  # combined spans both batches
   assert list(scores) == ["combined", "caption_length", "ground_truth"]
   # caption_length 3, 1, 2, 5 -> ranks 3, 1, 2, 4; ground_truth 2, 9, 2, 1 -> 2.5, 4, 2.5, 1
@@ -134,10 +136,13 @@ def test_score_split_computes_combined_last_over_the_whole_split():
   np.testing.assert_allclose(scores["combined"], expected, rtol=1e-6)
 
 
-def test_combined_members_must_be_scored_too():
-  settings = scorers.ScoringSettings(combined=("caption_length", "noun_count"))
-  with pytest.raises(ValueError, match=r"config.scoring.combined=.*missing: \['noun_count'\]"):
-    settings.resolved(["caption_length", "combined"])
+def test_combined_members_must_be_other_known_scorers():
+  # Members need not be listed among the scorers: their scores are computed (or reused) for combined.
+  assert ScoringSettings(combined=("caption_length", "noun_count")).inputs(["combined"]) == [
+      "combined", "caption_length", "noun_count"]
+  for bad in (("combined",), ("caption_length", "nouns")):
+    with pytest.raises(UserError, match=r"config.scoring.combined=.*bad: \['(combined|nouns)'\]"):
+      ScoringSettings(combined=bad).resolved(["combined"])
   with pytest.raises(ValueError, match="were not scored"):
     scorers.RankAverage(["noun_count"]).combine({"caption_length": np.zeros(3)})
 
@@ -146,30 +151,33 @@ def test_combined_members_must_be_scored_too():
 
 
 def test_settings_tag_only_what_changes_the_chosen_scores():
-  base = scorers.ScoringSettings()
+  base = ScoringSettings()
   plain = ["caption_length", "noun_count"]
   assert base.tag(plain) == "" and base.describe(plain) == {}
   # Settings no chosen scorer reads change nothing.
-  assert scorers.ScoringSettings(knn_k=3, teacher="/elsewhere").tag(plain) == ""
+  assert ScoringSettings(knn_k=3, teacher="/elsewhere").tag(plain) == ""
   knn = ["noun_count", "knn_text"]
   assert base.describe(knn) == {"text_teacher": "minilm", "knn_k": 10}
   assert base.tag(knn).startswith("-x") and len(base.tag(knn)) == 12
-  assert scorers.ScoringSettings(knn_k=3).tag(knn) != base.tag(knn)
+  assert ScoringSettings(knn_k=3).tag(knn) != base.tag(knn)
   combined = ["caption_length", "noun_count", "combined"]
-  assert base.tag(combined) != scorers.ScoringSettings(combined=("noun_count",)).tag(combined)
+  assert base.tag(combined) != ScoringSettings(combined=("noun_count",)).tag(combined)
+  # combined's scores change with its members' settings.
+  assert ScoringSettings(combined=("knn_text",)).describe(["combined"]) == {
+      "combined": ["knn_text"], "text_teacher": "minilm", "knn_k": 10}
   teacher = ["knn_image"]
-  assert (scorers.ScoringSettings(teacher="/a", teacher_step=5).tag(teacher)
-          != scorers.ScoringSettings(teacher="/a", teacher_step=6).tag(teacher)
-          != scorers.ScoringSettings(teacher="/b", teacher_step=6).tag(teacher))
+  assert (ScoringSettings(teacher="/a", teacher_step=5).tag(teacher)
+          != ScoringSettings(teacher="/a", teacher_step=6).tag(teacher)
+          != ScoringSettings(teacher="/b", teacher_step=6).tag(teacher))
 
 
 def test_settings_reject_bad_values_naming_the_field():
   with pytest.raises(ValueError, match=r"config.scoring.knn_k must be >= 1, got 0"):
-    scorers.ScoringSettings(knn_k=0)
+    ScoringSettings(knn_k=0)
   with pytest.raises(ValueError, match=r"config.scoring.batch_size"):
-    scorers.ScoringSettings(batch_size=0)
+    ScoringSettings(batch_size=0)
   with pytest.raises(UserError, match="config.scoring.text_teacher='/no/such/bert'"):
-    scorers.ScoringSettings(text_teacher="/no/such/bert").resolved(["knn_text"])
+    ScoringSettings(text_teacher="/no/such/bert").resolved(["knn_text"])
 
 
 # ---------------------------------------------------------------- Spearman

@@ -59,7 +59,7 @@ def test_locked_tower_gets_no_gradient_and_no_dropout():
   config = setup.config
   grad_fn = jax.grad(lambda p, b: dual_encoder_step.dual_encoder_loss(
       p, b, jnp.int32(0), jax.random.key(0), model=setup.model, loss_config=config.loss,
-      curriculum_config=config.curriculum)[0])
+      curriculum=setup.curriculum)[0])
   grads = grad_fn(setup.init_state().params, parallel.global_batch(setup.mesh, _batch(config)))
   assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads["params"]["image_tower"]))
   assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads["params"]["text_tower"]))

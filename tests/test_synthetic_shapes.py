@@ -1,31 +1,26 @@
 import dataclasses
+import os
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from cmccl_jax.curriculum import blocks as blocks_lib
-from cmccl_jax.scoring import scorers
-from cmccl_jax.data import shapes_scene
-from cmccl_jax.data import synthetic_shapes
+from cmccl_jax.data import difficulty, shapes_scene, synthetic_shapes
+from cmccl_jax.scoring import score_shards, scorers
+from tests import tiny
 
 _TINY = dict(num_train=40, num_validation=8, num_test=8, corrupt_fraction=0.25)
 
 
 def test_default_config_name_encodes_every_parameter():
   config = synthetic_shapes.synthetic_shapes_config()
-  assert config.name == "s32-tr8000-va500-te1000-o4-c5-p0.0-seed0-k4-caption_length.ground_truth.noun_count"
+  # The generator's parameters, nothing of the curriculum: scores are builds of their own.
+  assert config.name == "s32-tr8000-va500-te1000-o4-c5-p0.0-seed0"
   changes = dict(image_size=64, num_train=7, num_validation=7, num_test=7, max_objects=3, num_captions=3,
-                 corrupt_fraction=0.125, seed=3, num_blocks=5, scorers=("ground_truth",),
-                 scoring=scorers.ScoringSettings(combined=("caption_length",)))
+                 corrupt_fraction=0.125, seed=3)
   fields = {f.name for f in dataclasses.fields(synthetic_shapes.SyntheticShapesConfig)}
   assert set(changes) == fields - {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
-  # Scoring settings count only where a chosen scorer reads them.
-  assert synthetic_shapes.synthetic_shapes_config(scoring=changes.pop("scoring")).name == config.name
-  combined = dict(scorers=("caption_length", "noun_count", "combined"))
-  assert (synthetic_shapes.synthetic_shapes_config(**combined).name
-          != synthetic_shapes.synthetic_shapes_config(
-              **combined, scoring=scorers.ScoringSettings(combined=("noun_count",))).name)
   names = {synthetic_shapes.synthetic_shapes_config(**{k: v}).name for k, v in changes.items()}
   assert len(names) == len(changes) and config.name not in names
   assert synthetic_shapes.synthetic_shapes_config(corrupt_fraction=0.12).name != \
@@ -33,8 +28,6 @@ def test_default_config_name_encodes_every_parameter():
 
 
 def test_config_rejects_bad_parameters():
-  with pytest.raises(ValueError, match="unknown scorer 'foo'"):
-    synthetic_shapes.synthetic_shapes_config(scorers=("foo",))
   with pytest.raises(ValueError, match="corrupt_fraction"):
     synthetic_shapes.synthetic_shapes_config(corrupt_fraction=1.0)
   with pytest.raises(ValueError, match="max_objects"):
@@ -52,43 +45,51 @@ def test_builder_without_config_uses_the_default(tmp_path):
   assert by_name.builder_config.name == builder.builder_config.name
 
 
+def _tiny_config(data_dir: str, num_blocks: int = 4):
+  config = tiny.tiny_config(data_dir)
+  config.data.synthetic.update(_TINY)
+  config.curriculum.num_blocks = num_blocks
+  return config
+
+
 @pytest.fixture(scope="module")
 def tiny_build(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("synthetic_shapes"))
-  config = synthetic_shapes.synthetic_shapes_config(**_TINY)
-  builder = synthetic_shapes.SyntheticShapes(data_dir=data_dir, config=config)
-  builder.download_and_prepare()
+  config = _tiny_config(data_dir)
+  builder = score_shards.prepare_data(config)
   splits = {split: list(tfds.as_numpy(builder.as_dataset(split=split))) for split in shapes_scene.SPLITS}
-  return data_dir, builder, splits
+  return config, builder, splits
 
 
 def test_tiny_build_blocks_follow_the_train_edges(tiny_build):
-  _, builder, splits = tiny_build
+  config, builder, splits = tiny_build
   assert [len(splits[s]) for s in shapes_scene.SPLITS] == [40, 8, 8]
-  assert builder.info.metadata["num_blocks"] == 4
-  edges = builder.info.metadata["block_edges"]
-  assert sorted(edges) == ["caption_length", "ground_truth", "noun_count"]
-  assert {name: sum(sizes["train"]) for name, sizes in builder.info.metadata["block_sizes"].items()} == {
-      "caption_length": 40, "ground_truth": 40, "noun_count": 40}
-  for name in edges:
-    train = np.asarray([ex["difficulty"][name] for ex in splits["train"]])
-    train_ids = np.asarray([ex["id"] for ex in splits["train"]])
-    train_blocks = np.asarray([ex["block"][name] for ex in splits["train"]])
-    np.testing.assert_array_equal(train_blocks, blocks_lib.quantile_blocks(train, train_ids, 4))
-    np.testing.assert_array_equal(np.bincount(train_blocks, minlength=4), [10] * 4)  # ties split: none empty
-    np.testing.assert_array_equal(edges[name], blocks_lib.block_edges(train, train_blocks, 4))
+  run = tiny.tiny_difficulty(config)[1]
+  assert run.table.scorers == ("caption_length", "ground_truth", "noun_count")
+  for name in run.table.scorers:
+    per_split = {split: run.table.columns[split][name] for split in shapes_scene.SPLITS}
+    blocks, edges = run.curriculum.blocks(per_split, run.table.ids)
+    train_ids = run.table.ids["train"]
+    np.testing.assert_array_equal(blocks["train"], blocks_lib.quantile_blocks(per_split["train"], train_ids, 4))
+    np.testing.assert_array_equal(np.bincount(blocks["train"], minlength=4), [10] * 4)  # ties split: none empty
+    np.testing.assert_array_equal(edges, blocks_lib.block_edges(per_split["train"], blocks["train"], 4))
     for split in ("validation", "test"):
-      difficulty = np.asarray([ex["difficulty"][name] for ex in splits[split]])
-      blocks = np.asarray([ex["block"][name] for ex in splits[split]])
-      assert blocks.dtype == np.int32 and difficulty.dtype == np.float32
-      np.testing.assert_array_equal(blocks, blocks_lib.assign_blocks(difficulty, edges[name]))
+      assert blocks[split].dtype == np.int32 and per_split[split].dtype == np.float32
+      np.testing.assert_array_equal(blocks[split], blocks_lib.assign_blocks(per_split[split], edges))
+    if name == config.curriculum.scorer:
+      for split in shapes_scene.SPLITS:
+        np.testing.assert_array_equal(run.blocks[split], blocks[split])
 
 
-def test_tiny_build_stores_the_generated_examples(tiny_build):
-  _, builder, splits = tiny_build
+def test_tiny_build_stores_the_generated_examples_and_their_scores_by_id(tiny_build):
+  config, builder, splits = tiny_build
   c = builder.builder_config
+  _, run = tiny.tiny_difficulty(config)
   noun_count = scorers.get_scorer("noun_count")
   for split, examples in splits.items():
+    ids, columns = run.table.split(split)
+    assert sorted(int(ex["id"]) for ex in examples) == ids.tolist()
+    row = {int(i): r for r, i in enumerate(ids)}
     for stored in examples:
       index = int(stored["id"]) % shapes_scene.ID_STRIDE
       assert int(stored["id"]) // shapes_scene.ID_STRIDE == shapes_scene.SPLITS.index(split)
@@ -98,18 +99,39 @@ def test_tiny_build_stores_the_generated_examples(tiny_build):
       assert [t.decode() for t in stored["captions"]] == made["captions"]
       np.testing.assert_array_equal(stored["caption_levels"], made["caption_levels"])
       assert stored["corrupted"] == made["corrupted"] and stored["num_objects"] == made["num_objects"]
-      assert stored["complexity"] == np.float32(made["complexity"]) == stored["difficulty"]["ground_truth"]
-      assert stored["difficulty"]["caption_length"] == scorers.get_scorer("caption_length").score([made])[0]
-      assert stored["difficulty"]["noun_count"] == noun_count.score([made])[0]
+      r = row[int(stored["id"])]
+      assert stored["complexity"] == np.float32(made["complexity"]) == columns["ground_truth"][r]
+      assert columns["caption_length"][r] == scorers.get_scorer("caption_length").score([made])[0]
+      assert columns["noun_count"][r] == noun_count.score([made])[0]
   assert any(ex["corrupted"] for ex in splits["train"])
   assert not any(ex["corrupted"] for s in ("validation", "test") for ex in splits[s])
 
 
+def test_changing_k_or_adding_a_scorer_rebuilds_no_image(tiny_build):
+  config, builder, _ = tiny_build
+  images = os.path.join(builder.data_dir, "dataset_info.json")
+  written = os.path.getmtime(images)
+  other_k = _tiny_config(config.data.data_dir, num_blocks=3)
+  assert score_shards.prepare_data(other_k).data_dir == builder.data_dir
+  assert score_shards.prepare_scores(other_k, builder) == []  # K only changes the blocks, made at the start
+  assert tiny.tiny_difficulty(other_k)[1].block_sizes("train") == [14, 13, 13]
+  more = _tiny_config(config.data.data_dir)
+  more.scoring.scorers = ("caption_length", "combined")
+  more.scoring.combined = ("caption_length", "ground_truth")
+  assert score_shards.prepare_scores(more, builder) == ["combined"]  # its members' builds are reused
+  assert os.path.getmtime(images) == written
+
+
 def test_tiny_build_loads_by_name_from_files(tiny_build):
-  data_dir, builder, _ = tiny_build
+  config, builder, _ = tiny_build
+  data_dir = config.data.data_dir
   ds = tfds.load(f"synthetic_shapes/{builder.builder_config.name}", split="validation", data_dir=data_dir)
-  assert ds.element_spec["block"]["ground_truth"].dtype.name == "int32"
+  assert ds.element_spec["complexity"].dtype.name == "float32" and "block" not in ds.element_spec
   assert len(list(ds)) == 8
   reread = synthetic_shapes.SyntheticShapes(data_dir=data_dir, config=synthetic_shapes.synthetic_shapes_config(**_TINY))
   assert reread.is_prepared()
-  assert reread.info.metadata["block_edges"] == builder.info.metadata["block_edges"]
+  score_build = difficulty.score_builder(builder, "ground_truth", difficulty.ScoringSettings())
+  assert score_build.is_prepared()
+  assert score_build.info.metadata["dataset"] == difficulty.dataset_ref(builder)
+  scores = tfds.load(f"difficulty_scores/{score_build.builder_config.name}", split="test", data_dir=data_dir)
+  assert set(scores.element_spec) == {"id", "difficulty"} and len(list(scores)) == 8

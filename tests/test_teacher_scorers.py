@@ -12,13 +12,13 @@ import shutil
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
+from cmccl_jax.data import difficulty, shapes_scene
+from cmccl_jax.data.difficulty import ScoringSettings
 from cmccl_jax.scoring import embedding_scorers as es
-from cmccl_jax.scoring import scorers, teachers
+from cmccl_jax.scoring import score_shards, scorers, teachers
 from cmccl_jax.tasks.dual_encoder.trained import load_dual_encoder
 from cmccl_jax.workdir import Workdir
-from cmccl_jax.data import shapes_scene, synthetic_shapes
 from tests import tiny
 from cmccl_jax.errors import UserError
 
@@ -172,16 +172,14 @@ def test_distillation_reference_set_is_a_seeded_uniform_sample():
 def test_teacher_scorers_without_a_teacher_name_the_field(tmp_path):
   for name in ("knn_image", "misalignment", "distillation"):
     with pytest.raises(ValueError, match=r"config.scoring.teacher is empty; set --config.scoring.teacher=exp/NAME"):
-      scorers.ScoringSettings().resolved(["noun_count", name])
+      ScoringSettings().resolved(["noun_count", name])
     with pytest.raises(ValueError, match="config.scoring.teacher is empty"):
       scorers.get_scorer(name)
   with pytest.raises(ValueError, match="config.scoring.teacher is empty"):
-    scorers.ScoringSettings(text_teacher="teacher").resolved(["knn_text"])
-  with pytest.raises(ValueError, match="config.scoring.teacher is empty"):
-    synthetic_shapes.synthetic_shapes_config(scorers=("knn_image",))
+    ScoringSettings(text_teacher="teacher").resolved(["knn_text"])
   missing = str(tmp_path / "never_trained")
   with pytest.raises(UserError, match=f"{missing} is not a trained experiment.*bash train.sh never_trained"):
-    scorers.ScoringSettings(teacher=missing).resolved(["misalignment"])
+    ScoringSettings(teacher=missing).resolved(["misalignment"])
 
 
 # ----------------------------------------------------------------------------- real teachers
@@ -229,29 +227,36 @@ def test_load_dual_encoder_restores_the_saved_step(experiment):
   assert load_dual_encoder(experiment, 3).step == 3
 
 
-def test_synthetic_build_with_teacher_scorers(experiment, tmp_path):
-  settings = scorers.ScoringSettings(teacher=experiment, text_teacher="teacher", knn_k=2, distill_references=8,
-                                     combined=("knn_image", "misalignment"), batch_size=16)
+def test_scoring_a_synthetic_build_with_teacher_scorers(experiment, tmp_path):
   names = ("noun_count", "knn_text", "knn_image", "misalignment", "distillation", "combined")
-  config = synthetic_shapes.synthetic_shapes_config(num_train=24, num_validation=4, num_test=4, num_blocks=2,
-                                                    scorers=names, scoring=settings)
-  assert config.scoring.teacher_step == 9 and config.scoring.student_step == 3  # made concrete
-  assert config.name == synthetic_shapes.synthetic_shapes_config(
-      num_train=24, num_validation=4, num_test=4, num_blocks=2, scorers=names,
-      scoring=dataclasses.replace(settings, teacher_step=9)).name
-  builder = synthetic_shapes.SyntheticShapes(data_dir=str(tmp_path), config=config)
-  builder.download_and_prepare()
-  assert builder.info.metadata["scoring"]["teacher"] == f"{experiment}@9"
-  assert builder.info.metadata["scoring"]["student"] == f"{experiment}@3"
-  stored = sorted(tfds.as_numpy(builder.as_dataset(split="validation")), key=lambda ex: ex["id"])
+  config = tiny.tiny_config(str(tmp_path))
+  config.data.synthetic.update(num_train=24, num_validation=4, num_test=4)
+  config.curriculum.update(scorer="misalignment", num_blocks=2)
+  config.scoring.update(scorers=names, teacher=experiment, text_teacher="teacher", knn_k=2, distill_references=8,
+                        combined=("knn_image", "misalignment"), batch_size=16)
+  builder = score_shards.prepare_data(config)
+  settings = ScoringSettings.from_config(config.scoring).resolved(names)
+  assert settings.teacher_step == 9 and settings.student_step == 3  # made concrete
+  built = {name: difficulty.score_builder(builder, name, settings) for name in names}
+  assert all(b.is_prepared() for b in built.values())
+  assert built["misalignment"].info.metadata["settings"] == {"teacher": f"{experiment}@9"}
+  assert built["distillation"].info.metadata["settings"]["student"] == f"{experiment}@3"
+  assert built["noun_count"].builder_config.name.startswith("noun_count-synthetic_shapes-")  # no teacher in it
+  # Another teacher checkpoint is another score build of the teacher scorers only.
+  moved = dataclasses.replace(settings, teacher_step=3, student_step=9)
+  assert difficulty.score_builder(builder, "noun_count", moved).builder_config.name == \
+      built["noun_count"].builder_config.name
+  assert difficulty.score_builder(builder, "knn_image", moved).builder_config.name != \
+      built["knn_image"].builder_config.name
+  run = tiny.tiny_difficulty(config)[1]
+  ids, columns = run.table.split("validation")
   examples = [shapes_scene.make_example(0, "validation", i, 32, 4, 5, 0.0, 24) for i in range(4)]
+  assert ids.tolist() == [int(ex["id"]) for ex in examples]
   teacher = teachers.dual_encoder_teacher(load_dual_encoder(experiment, 9))
-  expected = es.Misalignment(teacher).score(examples)
-  np.testing.assert_allclose([ex["difficulty"]["misalignment"] for ex in stored], expected, atol=1e-5)
-  for ex in stored:
-    assert set(ex["difficulty"]) == set(names) == set(ex["block"])
-    assert 0.0 <= ex["difficulty"]["combined"] <= 1.0 and ex["difficulty"]["distillation"] >= 0.0
-    assert -1.0 <= ex["difficulty"]["knn_image"] <= 1.0
+  np.testing.assert_allclose(columns["misalignment"], es.Misalignment(teacher).score(examples), atol=1e-5)
+  assert set(columns) == set(names)
+  assert np.all((0.0 <= columns["combined"]) & (columns["combined"] <= 1.0)) and np.all(columns["distillation"] >= 0)
+  assert np.all(np.abs(columns["knn_image"]) <= 1.0)
 
 
 def test_experiment_without_checkpoints_or_config_is_named(experiment, tmp_path):
@@ -259,7 +264,7 @@ def test_experiment_without_checkpoints_or_config_is_named(experiment, tmp_path)
   os.makedirs(config_only)
   shutil.copy(os.path.join(experiment, "config.json"), config_only)
   with pytest.raises(UserError, match="holds no checkpoints yet"):
-    scorers.ScoringSettings(teacher=str(config_only)).resolved(["knn_image"])
+    ScoringSettings(teacher=str(config_only)).resolved(["knn_image"])
   checkpoints_only = tmp_path / "checkpoints_only"
   shutil.copytree(os.path.join(experiment, "checkpoints"), checkpoints_only / "checkpoints")
   with pytest.raises(UserError, match="no config.json"):
@@ -268,4 +273,4 @@ def test_experiment_without_checkpoints_or_config_is_named(experiment, tmp_path)
 
 def test_distillation_student_may_not_be_the_teacher(experiment):
   with pytest.raises(ValueError, match="student is its teacher.*config.scoring.student_step=0"):
-    scorers.ScoringSettings(teacher=experiment, student_step=-1).resolved(["distillation"])
+    ScoringSettings(teacher=experiment, student_step=-1).resolved(["distillation"])

@@ -37,7 +37,7 @@ def _batch(config, seed=0, n=16):
 def _grad_fn(setup):
   return jax.jit(jax.value_and_grad(functools.partial(
       dual_encoder_step.dual_encoder_loss, model=setup.model, loss_config=setup.config.loss,
-      curriculum_config=setup.config.curriculum), has_aux=True))
+      curriculum=setup.curriculum), has_aux=True))
 
 
 def _loss_and_grads(setup, state, batch, step):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cmccl_jax.curriculum.curriculum import Curriculum
 from cmccl_jax import losses, parallel
 from cmccl_jax.models import xmcgan
 from cmccl_jax.run import loop
@@ -122,7 +123,7 @@ def stage1(tmp_path_factory):
 
 
 def _model(config, mesh, stage1) -> XmcganModel:
-  return XmcganModel(config.gan, config.curriculum, mesh, config.param_sharding, (32, 32, 3), stage1)
+  return XmcganModel(config.gan, Curriculum.from_config(config.curriculum, int(config.num_steps)), mesh, config.param_sharding, (32, 32, 3), stage1)
 
 
 def _batch(n: int, seed: int = 0):

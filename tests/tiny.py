@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from cmccl_jax import checkpoints, parallel
+from cmccl_jax.curriculum.curriculum import Curriculum
+from cmccl_jax.data import datasets, difficulty
 from cmccl_jax.data.tokenizer import build_tokenizer
 from cmccl_jax.tasks.dual_encoder.task import DualEncoderModel
 from cmccl_jax.workdir import Workdir
@@ -80,3 +82,10 @@ def tiny_gan_config(data_dir: str, stage1: str):
   c.checkpoint_every_steps = 2
   c.log_every_steps = 2
   return c
+
+
+def tiny_difficulty(config):
+  """(the prepared image builder, its RunDifficulty) of a tiny config whose data the fixtures built."""
+  builder = datasets.get_builder(config.data)
+  curriculum = Curriculum.from_config(config.curriculum, int(config.num_steps))
+  return builder, difficulty.load_run_difficulty(config, builder, curriculum)

@@ -1,6 +1,6 @@
 """The learnable difficulty evaluator: a small head that predicts an example's loss from its features.
 
-`pacing.LEARNED` ("learned") is the config.curriculum.scorer that paces by its predictions.
+`curriculum.LEARNED` ("learned") is the config.curriculum.scorer that paces by its predictions.
 
 The head (`models.dual_encoder.DifficultyHead`) reads the pair's normalised embeddings behind a stop-gradient, so it never
 shapes the encoders, and regresses the example's *relative* contrastive loss (a

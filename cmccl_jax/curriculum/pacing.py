@@ -3,6 +3,7 @@
 Pure functions of the step, written once against an array module `xp`: `jnp`
 inside the jitted step (the device mask; the step is traced, so phases never
 trigger a recompilation) and `np` on the host (the sampler's per-block weights).
+`curriculum` is a `curriculum.Curriculum` (or config.curriculum: the same fields).
 Every pacing returns a float vector [num_blocks] in [0, 1]; block b of difficulty
 (0 = easiest) is visible where its weight is > 0. The train step turns the batch's
 `block` column into the loss mask and example weights with `weights[block]`.
@@ -13,7 +14,7 @@ curriculum, the anti-curriculum and a random-order control.
 
 Config (`config.curriculum`):
   pacing:            "none" | "phases" | "disjoint_phases" | "linear" | "root" | "geometric"
-  num_blocks:        K, as built into the shards
+  num_blocks:        K quantile blocks of the training scores, computed when a run starts
   phase_steps:       "phases": lengths of phases 0..K-2; phase k shows positions 0..k
                      (cumulative, so earlier blocks stay and are not forgotten); after
                      the last one every block is visible.
@@ -40,8 +41,6 @@ PACINGS = ("none", "phases", "disjoint_phases", "linear", "root", "geometric")
 COMPETENCE_PACINGS = ("linear", "root", "geometric")
 PHASE_PACINGS = ("phases", "disjoint_phases")
 ORDERS = ("easy_first", "hard_first", "random")
-# The config.curriculum.scorer that paces by the learnable difficulty head's online blocks.
-LEARNED = "learned"
 
 
 def _check_phase_steps(num_blocks: int, phase_steps: Sequence[int]) -> None:
@@ -126,24 +125,12 @@ def position_weights(step, curriculum, xp=jnp):
     return disjoint_phase_weights(step, k, curriculum.phase_steps, xp)
   if kind in COMPETENCES:
     c = COMPETENCES[kind](step, int(curriculum.competence_steps), float(curriculum.competence_init), xp)
-    return competence_weights(c, k, bool(curriculum.get("soft", False)), xp)
+    return competence_weights(c, k, bool(getattr(curriculum, "soft", False)), xp)
   raise UserError(f"unknown curriculum.pacing {kind!r}; choose one of {', '.join(PACINGS)}.")
 
 
 def block_weights(step, curriculum, xp=jnp):
   """Per-block weights [K] at `step`: the pacing's position weights, in `curriculum.order`."""
-  positions = block_positions(int(curriculum.num_blocks), curriculum.get("order", "easy_first"),
-                              int(curriculum.get("order_seed", 0)))
+  positions = block_positions(int(curriculum.num_blocks), getattr(curriculum, "order", "easy_first"),
+                              int(getattr(curriculum, "order_seed", 0)))
   return position_weights(step, curriculum, xp)[xp.asarray(positions)]
-
-
-def weight_table(num_steps: int, curriculum) -> np.ndarray:
-  """float32 [num_steps + 1, K]: the block weights at every step 0..num_steps, for the host sampler."""
-  steps = np.arange(num_steps + 1)
-  return np.stack([block_weights(s, curriculum, np) for s in steps]).astype(np.float32)
-
-
-def uses_host_sampler(curriculum) -> bool:
-  """The host sampler needs offline blocks: not with pacing "none", nor with the online "learned" scorer."""
-  return (bool(curriculum.get("host_sampler", False)) and curriculum.pacing != "none"
-          and curriculum.scorer != LEARNED)

@@ -7,12 +7,14 @@ caption is decoded and cleaned, and whatever fails is skipped and counted by rea
 (`SKIP_REASONS`) per split in `builder.info.metadata["skipped"]`.
 
 `CaptionedImagesBuilder` is the generic builder: a subclass only reads its sources
-into `Record`s per split (`_read_records`). Like synthetic_shapes it makes two passes
-so that only captions and scores are held in memory: pass 1 decodes and checks every
-image, scores the kept examples and takes the block edges from the training scores;
-pass 2 decodes the kept images again and writes them with their `difficulty/<scorer>`
-and `block/<scorer>` features. Each image is therefore decoded twice (JPEGs at a
-reduced DCT scale when they are shrunk, which makes that cheap).
+into `Record`s per split (`_read_records`). It makes two passes so that only the
+records are held in memory: pass 1 decodes and checks every image, so that the
+skip counts and an empty training split are known before anything is written;
+pass 2 decodes the kept images again and writes them. Each image is therefore
+decoded twice (JPEGs at a reduced DCT scale when they are shrunk, which makes that
+cheap). The shards hold images, captions and ids only: difficulty scores are their
+own builds (`data/difficulty.py`), so the image shards depend only on the source
+and the image size.
 """
 
 import abc
@@ -29,10 +31,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, ImageFile, ImageOps
 
-from cmccl_jax.curriculum import blocks as blocks_lib
-from cmccl_jax.data.features import curriculum_features
 from cmccl_jax.data.local_builder import LocalBuilder
-from cmccl_jax.scoring import scorers as scorers_lib
 from cmccl_jax.errors import UserError
 
 _JPEG_QUALITY = 95
@@ -219,33 +218,17 @@ def resolve_path(path: str, base: str = "") -> str:
 
 # ----------------------------------------------------------------------------- builder
 
-DEFAULT_SCORERS = ("caption_length", "noun_count")
-
-
 @dataclasses.dataclass(eq=False, kw_only=True)
 class CaptionedImagesConfig(tfds.core.BuilderConfig):
   """Parameters every captioned-image build has; subclasses add their sources and `source_tag`."""
 
   name: str = ""
   image_size: int = 256
-  num_blocks: int = 4
-  scorers: tuple[str, ...] = DEFAULT_SCORERS
-  # What the model-based scorers depend on, made concrete here (see SyntheticShapesConfig).
-  scoring: scorers_lib.ScoringSettings = scorers_lib.ScoringSettings()
 
   def __post_init__(self):
-    self.scorers = scorers_lib.check_scorer_names(scorers_lib.scorer_names(self.scorers))
-    synthetic_only = [s for s in self.scorers if s in scorers_lib.SYNTHETIC_ONLY]
-    if synthetic_only:
-      raise UserError(f"the scorers {synthetic_only} read fields only synthetic_shapes has; drop them from "
-                       f"config.scoring.scorers={self.scorers} for real images")
-    self.scoring = self.scoring.resolved(self.scorers)
     if self.image_size < 0:
       raise UserError(f"image_size must be >= 0 (0 keeps the original size), got {self.image_size}")
-    if self.num_blocks < 1:
-      raise UserError(f"num_blocks must be >= 1, got {self.num_blocks}")
-    expected = (f"{self.source_tag()}-s{self.image_size}-k{self.num_blocks}-{'.'.join(self.scorers)}"
-                f"{self.scoring.tag(self.scorers)}")
+    expected = f"{self.source_tag()}-s{self.image_size}"
     if self.name and self.name != expected:
       raise UserError(f"config name {self.name!r} does not match its parameters; leave it "
                        f"empty to get {expected!r}")
@@ -257,7 +240,10 @@ class CaptionedImagesConfig(tfds.core.BuilderConfig):
 
 
 class CaptionedImagesBuilder(LocalBuilder):
-  """Images with a variable number of captions, per-scorer difficulty and quantile block."""
+  """Images with a variable number of captions and an id (the key difficulty scores are joined by)."""
+
+  # The offline scorers a run reads when config.scoring.scorers is () (data/difficulty.py).
+  DEFAULT_SCORERS = ("caption_length", "noun_count")
 
   @abc.abstractmethod
   def check_sources(self) -> None:
@@ -274,7 +260,6 @@ class CaptionedImagesBuilder(LocalBuilder):
     """
 
   def _info(self) -> tfds.core.DatasetInfo:
-    c = self.builder_config
     return tfds.core.DatasetInfo(
         builder=self,
         description=(self.__doc__ or "").split("\n\n")[0],
@@ -282,25 +267,22 @@ class CaptionedImagesBuilder(LocalBuilder):
             "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
             "captions": tfds.features.Sequence(tfds.features.Text()),
             "id": tfds.features.Scalar(dtype=np.int64),
-            **curriculum_features(c.scorers),
         }),
         metadata=tfds.core.MetadataDict(),
     )
 
-  def _checked_examples(self, records: Sequence[Record], split: str, skipped: SkipCounter,
-                        kept: list[Record] | None = None) -> Iterator[dict[str, Any]]:
-    """Scorer inputs of the records whose image decodes; the others are counted and dropped."""
-    progress = tfds.core.utils.tqdm(records, desc=f"Checking and scoring {split}", unit=" images",
-                                    leave=False)
+  def _checked_records(self, records: Sequence[Record], split: str, skipped: SkipCounter) -> list[Record]:
+    """The records whose image decodes; the others are counted and dropped."""
+    progress = tfds.core.utils.tqdm(records, desc=f"Checking {split}", unit=" images", leave=False)
+    kept = []
     for record in progress:
       try:
-        image = decode_image(record.path, self.builder_config.image_size)
+        decode_image(record.path, self.builder_config.image_size)
       except BadImage as e:
         skipped.add(split, e.reason)
         continue
-      if kept is not None:
-        kept.append(record)
-      yield {"image": np.asarray(image), "captions": list(record.captions), "id": record.id}
+      kept.append(record)
+    return kept
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # the sources are local files
@@ -308,50 +290,23 @@ class CaptionedImagesBuilder(LocalBuilder):
     skipped = SkipCounter()
     records = self._read_records(skipped)
     splits = list(records)
-    batch_size = int(c.scoring.batch_size)
-    scorers = scorers_lib.fit_scorers(
-        scorers_lib.make_scorers(c.scorers, c.scoring),
-        lambda: scorers_lib.batched(self._checked_examples(records["train"], "train", SkipCounter()),
-                                    batch_size))
-    kept: dict[str, list[Record]] = {}
-    scores: dict[str, dict[str, np.ndarray]] = {}
-    for split in splits:
-      kept[split] = []
-      scores[split] = scorers_lib.score_split(
-          self._checked_examples(records[split], split, skipped, kept[split]), scorers, batch_size)
+    kept = {split: self._checked_records(records[split], split, skipped) for split in splits}
     if not kept["train"]:
       raise UserError(
           f"{self.name} ({c.name}) has no usable training example: {len(records['train'])} training "
           f"images were read and skipped as {skipped.as_dict(['train'])['train']}. Check the source "
           "files and the split settings.")
-    ids = {split: np.asarray([r.id for r in kept[split]], np.int64) for split in splits}
-    blocks, edges = blocks_lib.blocks_by_scorer(scores, ids, c.num_blocks)
-    self.info.metadata.update(
-        num_blocks=c.num_blocks,
-        block_edges={name: [float(e) for e in edge] for name, edge in edges.items()},
-        block_sizes={name: {split: np.bincount(blocks[split][name], minlength=c.num_blocks).tolist()
-                            for split in splits} for name in c.scorers},
-        num_examples={split: len(kept[split]) for split in splits},
-        skipped=skipped.as_dict(splits),
-        scoring=c.scoring.describe(c.scorers),
-    )
+    self.info.metadata.update(num_examples={split: len(kept[split]) for split in splits},
+                              skipped=skipped.as_dict(splits))
     # TFDS cannot write an empty split: one without examples (a held-out fraction of a
     # tiny folder) is left out, and num_examples above says so.
-    return {split: self._generate_examples(kept[split], scores[split], blocks[split])
-            for split in splits if kept[split]}
+    return {split: self._generate_examples(kept[split]) for split in splits if kept[split]}
 
-  def _generate_examples(self, records: Sequence[Record], scores: dict[str, np.ndarray],
-                         blocks: dict[str, np.ndarray]):
-    for index, record in enumerate(records):
+  def _generate_examples(self, records: Sequence[Record]):
+    for record in records:
       try:
         image = decode_image(record.path, self.builder_config.image_size)
       except BadImage as e:
         raise RuntimeError(f"{record.path} decoded in the first pass but not in the second ({e}); "
                            "did the files change during the build? Rebuild from a stable copy.") from e
-      yield record.id, {
-          "image": encode_jpeg(image),
-          "captions": list(record.captions),
-          "id": record.id,
-          "difficulty": {name: s[index] for name, s in scores.items()},
-          "block": {name: b[index] for name, b in blocks.items()},
-      }
+      yield record.id, {"image": encode_jpeg(image), "captions": list(record.captions), "id": record.id}

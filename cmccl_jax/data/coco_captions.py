@@ -62,7 +62,7 @@ class CocoCaptionsConfig(ci.CaptionedImagesConfig):
 
 
 def coco_captions_config(**params: Any) -> CocoCaptionsConfig:
-  """The config of these parameters (root, karpathy_split, image_size, num_blocks, scorers)."""
+  """The config of these parameters (root, karpathy_split, image_size)."""
   return CocoCaptionsConfig(**params)
 
 
@@ -164,15 +164,15 @@ def _read_karpathy(path: str, skipped: ci.SkipCounter) -> list[tuple[int, str, s
 
 
 class CocoCaptions2014(ci.CaptionedImagesBuilder):
-  """COCO-2014 captioned images with per-scorer difficulty and quantile block."""
+  """COCO-2014 captioned images, keyed by id (difficulty scores: data/difficulty.py)."""
 
   name = "coco_captions2014"
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
+      "2.0.0": "Images, captions and ids only: difficulty scores and blocks moved to their own builds.",
       "1.1.0": "Quantile blocks split ties at a block edge by rank, so no block is empty.",
       "1.0.0": "First release.",
   }
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
 
   def get_default_builder_config(self) -> CocoCaptionsConfig:
     # There is no sensible default: the source is the user's local copy.

@@ -2,7 +2,7 @@
 
 The device mask alone wastes what it masks (with root pacing from c0 = 0.25, half
 of every early batch). The sampler evaluates the same pacing function on the host
-(`pacing.weight_table`) and keeps an example of block b, on its way into the batch
+(`Curriculum.keep_table`) and keeps an example of block b, on its way into the batch
 of step t, with probability w_b(t): rejection sampling from the one shuffled
 stream, so the batch is drawn in proportion to w_b(t) · n_b (uniformly over the
 visible examples, soft weights scaling a block's share).
@@ -19,43 +19,31 @@ and the keep draws are stateless in (seed, chunk index), so resumed runs keep th
 pacing exactly.
 """
 
+from typing import Callable
+
 import numpy as np
 import tensorflow as tf
 
-from cmccl_jax.curriculum import pacing
-from cmccl_jax.errors import UserError
+from cmccl_jax.curriculum.curriculum import Curriculum
 
 
-def block_sizes(dataset: tf.data.Dataset, scorer: str, num_blocks: int) -> np.ndarray:
-  """int64 [K]: examples of each block/<scorer> in `dataset` (one pass over the block column)."""
+def block_sizes(ids: tf.data.Dataset, block_of: Callable[[tf.Tensor], tf.Tensor], num_blocks: int) -> np.ndarray:
+  """int64 [K]: examples of each block among the example ids of `ids` (one pass over the id column)."""
   counts = np.zeros(num_blocks, np.int64)
-  column = dataset.map(lambda ex: ex["block"][scorer], num_parallel_calls=tf.data.AUTOTUNE)
-  for blocks in column.batch(8192).as_numpy_iterator():
+  for blocks in ids.batch(8192).map(block_of, num_parallel_calls=tf.data.AUTOTUNE).as_numpy_iterator():
     counts += np.bincount(np.clip(blocks, 0, num_blocks - 1), minlength=num_blocks)
   return counts
 
 
-def keep_probabilities(weights: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-  """float32 [S, K]: the chance of keeping an example of block b at step t, w_b(t).
+def paced_stream(stream: tf.data.Dataset, *, curriculum: Curriculum, local_batch_size: int, seed: int,
+                 sizes: np.ndarray, block_of: Callable[[tf.Tensor], tf.Tensor]) -> tf.data.Dataset:
+  """`stream` (infinite, shuffled) thinned so that the batch of step t holds only what pacing shows at t.
 
-  A step whose visible blocks are all empty in this process's slice (possible only
-  on tiny data or many hosts) keeps every example instead, so the stream never
-  stalls; the device mask then drops them and `visible_fraction` shows it.
+  `block_of` maps a vector of example ids to their blocks (the run's join by id).
   """
-  weights = np.asarray(weights, np.float32)
-  sizes = np.asarray(sizes, np.float64)
-  if not np.any(sizes > 0):
-    raise UserError("the training split has no examples in any difficulty block; rebuild the dataset.")
-  stalled = (weights * sizes[None, :]).sum(axis=1) <= 0
-  return np.where(stalled[:, None], 1.0, weights).astype(np.float32)
-
-
-def paced_stream(stream: tf.data.Dataset, *, curriculum, num_steps: int, local_batch_size: int, seed: int,
-                 sizes: np.ndarray) -> tf.data.Dataset:
-  """`stream` (infinite, shuffled) thinned so that the batch of step t holds only what pacing shows at t."""
-  k = int(curriculum.num_blocks)
-  scorer = curriculum.scorer
-  table = tf.constant(keep_probabilities(pacing.weight_table(num_steps, curriculum), sizes))
+  k = curriculum.num_blocks
+  num_steps = curriculum.num_steps
+  table = tf.constant(curriculum.keep_table(sizes))
   batch = tf.constant(local_batch_size, tf.int64)
 
   def weights_at(step):
@@ -63,7 +51,7 @@ def paced_stream(stream: tf.data.Dataset, *, curriculum, num_steps: int, local_b
 
   def decide(kept, element):
     chunk, examples = element
-    block = tf.clip_by_value(tf.cast(examples["block"][scorer], tf.int32), 0, k - 1)
+    block = tf.clip_by_value(tf.cast(block_of(examples["id"]), tf.int32), 0, k - 1)
     draw = tf.random.stateless_uniform(tf.shape(block), seed=tf.stack([tf.constant(seed, tf.int64), chunk]))
     step = kept // batch
     keep_now = draw < tf.gather(weights_at(step), block)

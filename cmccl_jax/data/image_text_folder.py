@@ -79,7 +79,7 @@ class ImageTextFolderConfig(ci.CaptionedImagesConfig):
 
 
 def image_text_folder_config(**params: Any) -> ImageTextFolderConfig:
-  """The config of these parameters (root, captions_file, image_size, fractions, num_blocks, scorers)."""
+  """The config of these parameters (root, captions_file, image_size, fractions)."""
   return ImageTextFolderConfig(**params)
 
 
@@ -185,15 +185,15 @@ def _images_under(root: str, skip: str) -> Iterator[str]:
 
 
 class ImageTextFolder(ci.CaptionedImagesBuilder):
-  """A local folder of captioned images with per-scorer difficulty and quantile block."""
+  """A local folder of captioned images, keyed by id (difficulty scores: data/difficulty.py)."""
 
   name = "image_text_folder"
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
+      "2.0.0": "Images, captions and ids only: difficulty scores and blocks moved to their own builds.",
       "1.1.0": "Quantile blocks split ties at a block edge by rank, so no block is empty.",
       "1.0.0": "First release.",
   }
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
 
   def get_default_builder_config(self) -> ImageTextFolderConfig:
     # There is no sensible default: the source is the user's own folder.

@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from cmccl_jax.curriculum.pacing import LEARNED, uses_host_sampler
 from cmccl_jax.data import augment, curriculum_sampler, synonyms
+from cmccl_jax.data.difficulty import RunDifficulty
 from cmccl_jax.data.tokenizer import Tokenizer
 from cmccl_jax.errors import UserError
 
@@ -52,7 +52,7 @@ def image_shape(builder: tfds.core.DatasetBuilder, config) -> tuple[int, int, in
   return (int(size), int(size), int(channels))
 
 
-def _train_example(index, example, *, image_feature, scorer: str, seed: int, size: int, augment_config,
+def _train_example(index, example, *, image_feature, lookup, seed: int, size: int, augment_config,
                    synonym_table):
   captions = example["captions"]
   element_seed = tf.stack([tf.constant(seed, tf.int64), index])
@@ -61,10 +61,7 @@ def _train_example(index, example, *, image_feature, scorer: str, seed: int, siz
   return {
       "image": augment.augment_image(image, element_seed, size, augment_config.image),
       "caption": augment.augment_caption(captions[pick], element_seed, augment_config.text, synonym_table),
-      # The online "learned" scorer assigns blocks on the device; the shards have none for it.
-      "block": tf.cast(example["block"][scorer], tf.int32) if scorer != LEARNED else tf.constant(0, tf.int32),
-      "difficulty": (tf.cast(example["difficulty"][scorer], tf.float32) if scorer != LEARNED
-                     else tf.constant(0.0, tf.float32)),
+      **lookup(example["id"]),  # block and difficulty, joined by id (0 for the online "learned" scorer)
       "id": example["id"],
   }
 
@@ -78,11 +75,12 @@ def _tokenize_batch(tokenizer: Tokenizer):
   return tokenize
 
 
-def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenizer,
-                  local_batch_size: int) -> tf.data.Dataset:
+def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenizer, local_batch_size: int,
+                  difficulty: RunDifficulty) -> tf.data.Dataset:
   """Infinite, shuffled, augmented, batched training stream of this process's slice.
 
-  With `config.curriculum.host_sampler` each batch is drawn from the blocks its step's
+  Each example gets its `block` and `difficulty` from `difficulty` (joined by id).
+  With the curriculum's host sampler each batch is drawn from the blocks its step's
   pacing shows (curriculum_sampler); otherwise uniformly, and the device mask paces.
   """
   size = image_shape(builder, config)[0]
@@ -97,15 +95,16 @@ def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenize
                               decoders={"image": tfds.decode.SkipDecoding()})
 
   ds = read(seed).repeat().shuffle(int(config.data.shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
-  if uses_host_sampler(config.curriculum):
-    k = int(config.curriculum.num_blocks)
-    ds = curriculum_sampler.paced_stream(
-        ds, curriculum=config.curriculum, num_steps=int(config.num_steps), local_batch_size=local_batch_size,
-        seed=seed + 1, sizes=curriculum_sampler.block_sizes(read(seed), config.curriculum.scorer, k))
+  lookup = difficulty.train_lookup(str(config.data.train_split).split("[")[0])  # "train[:80%]" reads train
+  curriculum = difficulty.curriculum
+  if curriculum.samples_on_host:
+    block_of = lambda ids: lookup(ids)["block"]
+    sizes = curriculum_sampler.block_sizes(read(seed).map(lambda ex: ex["id"]), block_of, curriculum.num_blocks)
+    ds = curriculum_sampler.paced_stream(ds, curriculum=curriculum, local_batch_size=local_batch_size,
+                                         seed=seed + 1, sizes=sizes, block_of=block_of)
   ds = ds.enumerate().map(
-      functools.partial(_train_example, image_feature=builder.info.features["image"],
-                        scorer=config.curriculum.scorer, seed=seed, size=size, augment_config=config.augment,
-                        synonym_table=table),
+      functools.partial(_train_example, image_feature=builder.info.features["image"], lookup=lookup,
+                        seed=seed, size=size, augment_config=config.augment, synonym_table=table),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   ds = ds.map(_tokenize_batch(tokenizer), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
@@ -113,16 +112,22 @@ def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenize
 
 
 def eval_examples(builder: tfds.core.DatasetBuilder, split: str, tokenizer: Tokenizer,
-                  batch_size: int, image_size: int):
-  """Yields {'image': uint8 [b, S, S, 3], 'tokens': int32 [b, C, L], 'id': [b], 'difficulty': {scorer: [b]}}.
+                  batch_size: int, image_size: int, difficulty: RunDifficulty | None = None):
+  """Yields {'image': uint8 [b, S, S, 3], 'tokens': int32 [b, C, L], 'id': [b]}, and with `difficulty`
+  'difficulty': {scorer: [b]} of every scorer the run reads.
 
   Images are resized (shorter side to `image_size`) and centre-cropped, never
   augmented. Images with fewer captions get all-padding rows. The last batch may
   be short; callers pad it (fixed shapes keep one compilation).
   """
+  scores = difficulty.scores_lookup(split) if difficulty is not None else None
+
   def prepare(example):
-    return {"image": augment.resize_shorter_center_crop(example["image"], image_size),
-            "tokens": tokenizer(example["captions"]), "id": example["id"], "difficulty": example["difficulty"]}
+    out = {"image": augment.resize_shorter_center_crop(example["image"], image_size),
+           "tokens": tokenizer(example["captions"]), "id": example["id"]}
+    if scores is not None:
+      out["difficulty"] = scores(example["id"])
+    return out
 
   ds = builder.as_dataset(split=split, shuffle_files=False)
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

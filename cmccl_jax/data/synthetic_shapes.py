@@ -1,13 +1,9 @@
-"""TFDS builder of `synthetic_shapes`: procedural captioned scenes with difficulty scores.
+"""TFDS builder of `synthetic_shapes`: procedural captioned scenes with their generator's difficulty.
 
-Nothing is downloaded: every example is regenerated from (seed, split, index) by
-`shapes_scene.make_example`. Preparation makes two passes so that only scores are
-ever held in memory: pass 1 scores every split and takes the block edges from the
-training scores; pass 2 regenerates the examples and writes them with their
-`difficulty/<scorer>` and `block/<scorer>` features. Validation and test are
-blocked with the training edges, which are kept in the dataset metadata
-(`builder.info.metadata["block_edges"]`, with the block sizes per split and the
-scoring settings that decided the scores).
+Nothing is downloaded: every example is generated from (seed, split, index) by
+`shapes_scene.make_example`. The shards hold the images, captions, id and what the
+generator knows (`complexity`, the number of objects, which captions it corrupted);
+difficulty scores are their own builds beside them (`data/difficulty.py`).
 
 Usage:
   builder = SyntheticShapes(data_dir=d, config=synthetic_shapes_config(num_train=64))
@@ -21,17 +17,10 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from cmccl_jax.curriculum import blocks as blocks_lib
-from cmccl_jax.scoring import scorers as scorers_lib
-from cmccl_jax.data.features import curriculum_features
 from cmccl_jax.data import shapes_scene
 from cmccl_jax.data.local_builder import LocalBuilder
 from cmccl_jax.errors import UserError
 
-
-# noun_count adds ~14 s to the default build (32 s -> 46 s on 2 busy CPU cores): 9k distinct
-# captions tagged at ~1000/s, the other 38k repeats served from its cache.
-DEFAULT_SCORERS = ("caption_length", "ground_truth", "noun_count")
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -48,17 +37,10 @@ class SyntheticShapesConfig(tfds.core.BuilderConfig):
   num_captions: int = 5
   corrupt_fraction: float = 0.0
   seed: int = 0
-  num_blocks: int = 4
-  scorers: tuple[str, ...] = DEFAULT_SCORERS
-  # What the model-based scorers depend on; made concrete (absolute paths, checkpoint
-  # steps) here, so the name below says which checkpoint scored the build.
-  scoring: scorers_lib.ScoringSettings = scorers_lib.ScoringSettings()
 
   def __post_init__(self):
     self.corrupt_fraction = float(self.corrupt_fraction)
-    self.scorers = scorers_lib.check_scorer_names(scorers_lib.scorer_names(self.scorers))
-    self.scoring = self.scoring.resolved(self.scorers)
-    for field in ("image_size", "num_train", "num_validation", "num_test", "num_captions", "num_blocks"):
+    for field in ("image_size", "num_train", "num_validation", "num_test", "num_captions"):
       if getattr(self, field) < 1:
         raise UserError(f"{field} must be >= 1, got {getattr(self, field)}")
     if not 1 <= self.max_objects <= shapes_scene.MAX_OBJECTS:
@@ -76,12 +58,9 @@ class SyntheticShapesConfig(tfds.core.BuilderConfig):
 
 
 def _config_name(c: SyntheticShapesConfig) -> str:
-  # repr of a float is exact, so distinct corrupt fractions never share a name;
-  # scorer names are joined with "." because TFDS config names allow [\w.-]; the
-  # scoring settings those scorers depend on add a hash (none for the default scorers).
+  # repr of a float is exact, so distinct corrupt fractions never share a name.
   return (f"s{c.image_size}-tr{c.num_train}-va{c.num_validation}-te{c.num_test}"
-          f"-o{c.max_objects}-c{c.num_captions}-p{c.corrupt_fraction!r}-seed{c.seed}"
-          f"-k{c.num_blocks}-{'.'.join(c.scorers)}{c.scoring.tag(c.scorers)}")
+          f"-o{c.max_objects}-c{c.num_captions}-p{c.corrupt_fraction!r}-seed{c.seed}")
 
 
 def synthetic_shapes_config(**overrides: Any) -> SyntheticShapesConfig:
@@ -90,14 +69,18 @@ def synthetic_shapes_config(**overrides: Any) -> SyntheticShapesConfig:
 
 
 class SyntheticShapes(LocalBuilder):
-  """Captioned shapes scenes with per-scorer difficulty and quantile block."""
+  """Captioned shapes scenes, keyed by id, with the generator's own difficulty (`complexity`)."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
+      "2.0.0": "Images, captions and generator fields only: difficulty scores and blocks moved to their own builds.",
       "1.1.0": "Quantile blocks split ties at a block edge by rank, so no block is empty.",
       "1.0.0": "First release.",
   }
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  # The offline scorers a run reads when config.scoring.scorers is () (data/difficulty.py).
+  # noun_count adds ~14 s to the first use: 9k distinct captions tagged at ~1000/s, the
+  # other 38k repeats served from its cache.
+  DEFAULT_SCORERS = ("caption_length", "ground_truth", "noun_count")
 
   def get_default_builder_config(self) -> SyntheticShapesConfig:
     # Configs are made from parameters, not picked from BUILDER_CONFIGS: TFDS
@@ -117,7 +100,6 @@ class SyntheticShapes(LocalBuilder):
             "num_objects": tfds.features.Scalar(dtype=np.int32),
             "corrupted": tfds.features.Scalar(dtype=np.bool_),
             "id": tfds.features.Scalar(dtype=np.int64),
-            **curriculum_features(c.scorers),
         }),
         metadata=tfds.core.MetadataDict(),
     )
@@ -135,29 +117,8 @@ class SyntheticShapes(LocalBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # nothing to download
-    c = self.builder_config
-    batch_size = int(c.scoring.batch_size)
-    scorers = scorers_lib.fit_scorers(
-        scorers_lib.make_scorers(c.scorers, c.scoring),
-        lambda: scorers_lib.batched(self._examples("train"), batch_size))
-    scores = {split: scorers_lib.score_split(self._examples(split), scorers, batch_size)
-              for split in shapes_scene.SPLITS}
-    ids = {split: shapes_scene.SPLITS.index(split) * shapes_scene.ID_STRIDE + np.arange(n, dtype=np.int64)
-           for split, n in self._split_sizes().items()}
-    blocks, edges = blocks_lib.blocks_by_scorer(scores, ids, c.num_blocks)
-    self.info.metadata.update(
-        num_blocks=c.num_blocks,
-        block_edges={name: [float(e) for e in edge] for name, edge in edges.items()},
-        block_sizes={name: {split: np.bincount(blocks[split][name], minlength=c.num_blocks).tolist()
-                            for split in shapes_scene.SPLITS} for name in c.scorers},
-        scoring=c.scoring.describe(c.scorers),
-    )
-    return {split: self._generate_examples(split, scores[split], blocks[split]) for split in shapes_scene.SPLITS}
+    return {split: self._generate_examples(split) for split in shapes_scene.SPLITS}
 
-  def _generate_examples(self, split: str, scores: dict[str, np.ndarray], blocks: dict[str, np.ndarray]):
+  def _generate_examples(self, split: str):
     for index, example in enumerate(self._examples(split)):
-      yield index, {
-          **example,
-          "difficulty": {name: s[index] for name, s in scores.items()},
-          "block": {name: b[index] for name, b in blocks.items()},
-      }
+      yield index, example

@@ -9,7 +9,7 @@ finished runs are skipped, so a killed ablation resumes. Then it writes
                    test value at the eval step with the best validation value, so no
                    number is chosen by looking at the test split);
                    median train step time per variant and its ratio to the baseline;
-                   Spearman of every scorer in the shards with the synthetic ground truth
+                   Spearman of every scorer the runs read with the synthetic ground truth
   r1_vs_step.png   t2i and i2t R@1 against step, mean with a ±1 std band per variant
   results.json     the same numbers, machine-readable
 """
@@ -142,17 +142,22 @@ def plot(histories, path: str) -> None:
   plt.close(fig)
 
 
-def scorer_correlations(builder) -> dict[str, float]:
-  """Spearman of every difficulty/<scorer> in the training shards with the generator's complexity."""
+def scorer_correlations(builder, table) -> dict[str, float]:
+  """Spearman of every offline scorer the runs read (`table`, a difficulty.ScoreTable) with the generator's
+  complexity, over the training split."""
   import tensorflow_datasets as tfds
 
   ds = builder.as_dataset(split="train", decoders={"image": tfds.decode.SkipDecoding()})
-  columns: dict[str, list] = {}
-  for batch in ds.map(lambda ex: {"complexity": ex["complexity"], **ex["difficulty"]}).batch(4096).as_numpy_iterator():
-    for k, v in batch.items():
-      columns.setdefault(k, []).append(v)
-  complexity = np.concatenate(columns.pop("complexity"))
-  return {name: float(analysis.spearman(np.concatenate(v), complexity)) for name, v in sorted(columns.items())}
+  ids, complexity = [], []
+  for batch in ds.map(lambda ex: (ex["id"], ex["complexity"])).batch(4096).as_numpy_iterator():
+    ids.append(batch[0])
+    complexity.append(batch[1])
+  ids, complexity = np.concatenate(ids), np.concatenate(complexity)
+  complexity = complexity[np.argsort(ids, kind="stable")]  # the table's ids are sorted
+  train_ids, columns = table.split("train")
+  if not np.array_equal(np.sort(ids), train_ids):
+    raise ValueError("the difficulty scores cover other training examples than the image shards")
+  return {name: float(analysis.spearman(v, complexity)) for name, v in sorted(columns.items())}
 
 
 def main(argv) -> None:
@@ -163,7 +168,8 @@ def main(argv) -> None:
   cli.hide_gpus_from_tf()
   # After TF: its start-up notices are held back there, and the modules below import it.
   from cmccl_jax import tasks
-  from cmccl_jax.data import datasets
+  from cmccl_jax.curriculum.curriculum import Curriculum
+  from cmccl_jax.data import datasets, difficulty
   from cmccl_jax.run import loop
   from cmccl_jax.workdir import Workdir
 
@@ -192,8 +198,10 @@ def main(argv) -> None:
       times[variant].extend(step_times[1:])  # the first interval includes warm-up
   table = summarise(histories, validation)
   step_times = {v: float(np.median(t)) for v, t in times.items() if t}
-  builder = datasets.get_builder(base.data, int(base.curriculum.num_blocks), base.get("scoring"))
-  correlations = scorer_correlations(builder) if "complexity" in builder.info.features else {}
+  builder = datasets.get_builder(base.data)
+  run_difficulty = difficulty.load_run_difficulty(base, builder, Curriculum.from_config(base.curriculum, 0))
+  correlations = (scorer_correlations(builder, run_difficulty.table) if "complexity" in builder.info.features
+                  else {})
   text = markdown(table, step_times, correlations, seeds, base)
   with open(os.path.join(root, "results.md"), "w") as f:
     f.write(text)

@@ -12,6 +12,7 @@ import jax
 from clu import metric_writers
 
 from cmccl_jax import checkpoints, parallel, summaries
+from cmccl_jax.scoring.score_shards import prepare_data
 from cmccl_jax.tasks import base, make_task
 from cmccl_jax.workdir import TEST, Workdir
 
@@ -90,7 +91,11 @@ def train(config, workdir: str) -> dict[str, float]:
   name = wd.name
 
   # ------------------------------------------------------------------ task: mesh, input, model, sharding
+  prepare_data(config)  # first use: the image shards and the difficulty scores the run reads
   task = make_task(config, wd)
+  if jax.process_index() == 0:
+    print(f"[{name}] {task.difficulty.describe()}", flush=True)
+    writer.write_texts(0, {"curriculum/blocks": task.difficulty.describe()})
   num_steps = int(config.num_steps)
   local_bs = parallel.local_batch_size(int(config.batch_size), task.mesh)
   train_iter = task.train_batches(local_bs)
@@ -160,6 +165,7 @@ def evaluate_checkpoints(config, workdir: str) -> list[dict[str, float]]:
   """Scores every checkpoint in `workdir` with every evaluator: scores.csv and TensorBoard under test/."""
   wd = Workdir(workdir)
   steps = wd.checkpoint_steps_or_raise()
+  prepare_data(config)  # on another machine than the training run's, the shards may be new here
   task = make_task(config, wd)
   writer = _writer(wd.file(TEST))
   evaluators = task.evaluators()

@@ -1,9 +1,10 @@
-"""Offline difficulty scorers and the quantile blocks built from their scores.
+"""Offline difficulty scorers.
 
-A scorer maps raw examples (dicts as `shapes_scene.make_example` returns: image,
-captions, id, ...) to one float each, higher = harder. Preprocessing writes every
-scorer's score into the shards as `difficulty/<name>` and its quantile block as
-`block/<name>`, so switching scorer at training time is a config change.
+A scorer maps raw examples (dicts read from the image shards: image, captions,
+id, and for synthetic_shapes the generator's fields) to one float each, higher =
+harder. `score_shards` writes each scorer's scores into its own id-keyed build
+(`data/difficulty.py`), so switching scorer at training time is a config change.
+Scorers in `TEXT_ONLY` are fed examples without decoded images.
 
 Scorers are batched (`score` takes a list of examples) because the ones that need
 a model (teacher embeddings, a POS tagger) are only efficient on batches. A scorer
@@ -23,24 +24,23 @@ The registry (`SCORERS`, `make_scorers`):
   distillation    KL between a teacher's and a student's caption-to-image distributions
   combined        mean normalised rank of the `ScoringSettings.combined` members
 The model-based ones are defined in `embedding_scorers`; what they depend on
-(teacher checkpoint, k, ...) is a `ScoringSettings` (config.scoring).
+(teacher checkpoint, k, ...) is a `difficulty.ScoringSettings` (config.scoring).
 """
 
-import dataclasses
-import hashlib
 import itertools
-import json
-import os
 import re
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from cmccl_jax.curriculum import analysis
+from cmccl_jax.data import difficulty
+from cmccl_jax.data.difficulty import ScoringSettings
 from cmccl_jax.errors import UserError
 from cmccl_jax.scoring import embedding_scorers, teachers
 from cmccl_jax.scoring.embedding_scorers import Example
-from cmccl_jax.workdir import Workdir
+from cmccl_jax.tasks.dual_encoder.trained import load_dual_encoder
+
 
 @runtime_checkable
 class Scorer(Protocol):
@@ -173,119 +173,7 @@ class RankAverage:
     return analysis.rank_average({m: scores[m] for m in self.members})
 
 
-# ----------------------------------------------------------------------------- settings and registry
-
-TEACHER_SCORERS = ("knn_image", "misalignment", "distillation")
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoringSettings:
-  """What the model-based scorers depend on: config.scoring without its list of scorers.
-
-  teacher / teacher_step: dual-encoder experiment directory (exp/NAME) and checkpoint
-    (-1 latest, 0 earliest) for knn_image, misalignment, distillation and, with
-    text_teacher="teacher", knn_text.
-  student / student_step: distillation's student ("" = the teacher's experiment).
-  text_teacher: knn_text's encoder: "minilm", a Hugging Face BERT folder, or "teacher".
-  knn_k: neighbours of the kNN densities. combined: members of `combined`.
-  distill_references: size of distillation's reference image set.
-  batch_size: examples per scoring batch (changes no score).
-  """
-
-  teacher: str = ""
-  teacher_step: int = -1
-  student: str = ""
-  student_step: int = 0
-  text_teacher: str = "minilm"
-  knn_k: int = 10
-  combined: tuple[str, ...] = ("caption_length", "noun_count")
-  distill_references: int = 1024
-  batch_size: int = 256
-
-  def __post_init__(self):
-    object.__setattr__(self, "combined", tuple(scorer_names(self.combined)))
-    for field in ("knn_k", "distill_references", "batch_size"):
-      if int(getattr(self, field)) < 1:
-        raise UserError(f"config.scoring.{field} must be >= 1, got {getattr(self, field)}")
-
-  def needs_teacher(self, names: Sequence[str]) -> list[str]:
-    """The scorers among `names` that read the dual-encoder teacher."""
-    return [n for n in names if n in TEACHER_SCORERS or (n == "knn_text" and self.text_teacher == "teacher")]
-
-  def resolved(self, names: Sequence[str]) -> "ScoringSettings":
-    """Checked for the scorers `names`, with paths made absolute and checkpoint steps made concrete.
-
-    Raises UserError naming the config.scoring field to fix.
-    """
-    names = list(names)
-    if "combined" in names:
-      bad = [m for m in self.combined if m not in names or m == "combined"]
-      if bad or not self.combined:
-        raise UserError(f"config.scoring.combined={self.combined} must name scorers that are computed too "
-                         f"(config.scoring.scorers={tuple(names)}) other than 'combined'; missing: {bad}")
-    changes: dict[str, Any] = {}
-    users = self.needs_teacher(names)
-    if users:
-      if not self.teacher:
-        raise UserError(f"the scorers {users} need a dual-encoder teacher but config.scoring.teacher is empty; "
-                         "set --config.scoring.teacher=exp/NAME, an experiment trained with `bash train.sh NAME`")
-      changes["teacher"] = _absolute(self.teacher)
-      changes["teacher_step"] = Workdir(changes["teacher"]).resolve_step(self.teacher_step,
-                                                                         "config.scoring.teacher_step")
-    if "distillation" in names:
-      changes["student"] = _absolute(self.student or self.teacher)
-      changes["student_step"] = Workdir(changes["student"]).resolve_step(self.student_step,
-                                                                         "config.scoring.student_step")
-      if (changes["student"], changes["student_step"]) == (changes["teacher"], changes["teacher_step"]):
-        raise UserError(
-            f"distillation's student is its teacher ({changes['teacher']} at step {changes['teacher_step']}), "
-            "so every score would be 0; set --config.scoring.student_step=0 (the earliest checkpoint) or "
-            "--config.scoring.student to another experiment")
-    if "knn_text" in names and self.text_teacher not in ("minilm", "teacher"):
-      folder = _absolute(self.text_teacher)
-      if not os.path.isdir(folder):
-        raise UserError(f"config.scoring.text_teacher={self.text_teacher!r} is neither 'minilm', "
-                                f"'teacher' nor an existing Hugging Face BERT folder ({folder})")
-      changes["text_teacher"] = folder
-    return dataclasses.replace(self, **changes)
-
-  def describe(self, names: Sequence[str]) -> dict[str, Any]:
-    """The settings that change the scores of `names` (a resolved instance gives concrete steps)."""
-    out: dict[str, Any] = {}
-    if self.needs_teacher(names):
-      out["teacher"] = f"{self.teacher}@{self.teacher_step}"
-    if "knn_text" in names:
-      out["text_teacher"] = out["teacher"] if self.text_teacher == "teacher" else self.text_teacher
-    if "knn_text" in names or "knn_image" in names:
-      out["knn_k"] = int(self.knn_k)
-    if "distillation" in names:
-      out["student"] = f"{self.student or self.teacher}@{self.student_step}"
-      out["distill_references"] = int(self.distill_references)
-    if "combined" in names:
-      out["combined"] = list(self.combined)
-    return out
-
-  def tag(self, names: Sequence[str]) -> str:
-    """"" or "-x" + a hash of `describe(names)`: the part of a build's config name these settings decide."""
-    described = self.describe(names)
-    if not described:
-      return ""
-    return "-x" + hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def _absolute(path: str) -> str:
-  return os.path.abspath(os.path.expanduser(str(path)))
-
-
-def scorer_names(names: Iterable[str] | str) -> list[str]:
-  """Scorer names from a tuple, where an item may also list several separated by commas.
-
-  `--config.scoring.scorers=a,b` arrives as the one-item tuple ("a,b",).
-  """
-  if isinstance(names, str):
-    names = [names]
-  return [part.strip() for name in names for part in str(name).split(",") if part.strip()]
-
+# ----------------------------------------------------------------------------- registry
 
 class _Teachers:
   """The teachers a set of scorers reads, each loaded once, when first asked for."""
@@ -300,9 +188,6 @@ class _Teachers:
     return self._loaded[key]
 
   def dual_encoder(self, path: str, step: int):
-    # Imported here while the data builders still run the scorers: at module level this would
-    # close the cycle data -> scoring -> tasks -> data.
-    from cmccl_jax.tasks.dual_encoder.trained import load_dual_encoder
     return self._get(("dual", path, step), lambda: teachers.dual_encoder_teacher(
         load_dual_encoder(path, step), self.settings.batch_size))
 
@@ -349,24 +234,14 @@ SCORERS: Mapping[str, Callable[[ScoringSettings, _Teachers], Scorer | SplitScore
     "distillation": _distillation,
     RankAverage.name: lambda settings, models: RankAverage(settings.combined),
 }
-# Scorers that read fields only the synthetic generator writes.
-SYNTHETIC_ONLY = (GroundTruth.name,)
-
-
-def check_scorer_names(names: Sequence[str]) -> tuple[str, ...]:
-  """`names` as a tuple, after checking each is registered and none repeats."""
-  names = tuple(names)
-  unknown = [n for n in names if n not in SCORERS]
-  if unknown:
-    raise UserError(f"unknown scorer {unknown[0]!r}; known scorers: {', '.join(sorted(SCORERS))}")
-  if len(set(names)) != len(names) or not names:
-    raise UserError(f"scorers must be non-empty and unique, got {names}")
-  return names
+assert tuple(SCORERS) == difficulty.SCORERS, "data/difficulty.py lists the scorers registered here"
+# Scorers that never look at the image: their inputs are read without decoding it.
+TEXT_ONLY = (CaptionLength.name, GroundTruth.name, NounCount.name, "knn_text")
 
 
 def make_scorers(names: Sequence[str], settings: ScoringSettings = ScoringSettings()) -> list[Scorer | SplitScorer]:
   """The scorers `names` under `settings`; the teachers they share are loaded once."""
-  names = check_scorer_names(names)
+  names = difficulty.check_scorer_names(names)
   models = _Teachers(settings)
   return [SCORERS[name](settings, models) for name in names]
 

@@ -40,8 +40,9 @@ class Task(abc.ABC):
 
   Attributes set by a subclass: `config`, `mesh`, `tokenizer` (decodes the batch's
   tokens for the input grid), `abstract_state` (ShapeDtypeStructs with shardings:
-  the restore target), `builder` (the dataset's TFDS builder) and `model` (the
-  state and step built from shapes alone, with `init_state()` and `train_step()`).
+  the restore target), `builder` (the dataset's TFDS builder), `difficulty` (its
+  scores and the curriculum's blocks, `data.difficulty.RunDifficulty`) and `model`
+  (the state and step built from shapes alone, with `init_state()` and `train_step()`).
   """
 
   # {config.evals kind: what it computes}; a subclass lists its own.
@@ -52,6 +53,7 @@ class Task(abc.ABC):
   tokenizer: Any
   abstract_state: Any
   builder: Any
+  difficulty: Any
   model: Any
 
   def init_state(self):
@@ -64,7 +66,8 @@ class Task(abc.ABC):
 
   def train_batches(self, local_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """This process's infinite stream of training batches; a checkpointable tf.data iterator."""
-    return iter(pipeline.train_dataset(self.builder, self.config, self.tokenizer, local_batch_size))
+    return iter(pipeline.train_dataset(self.builder, self.config, self.tokenizer, local_batch_size,
+                                       self.difficulty))
 
   @abc.abstractmethod
   def make_evaluator(self, kind: str, split: str) -> Evaluator:

@@ -1,7 +1,7 @@
 """The dual-encoder config schema's checks (configs/default.py is its reference)."""
 
 from cmccl_jax import config_validation as cv
-from cmccl_jax.curriculum.pacing import LEARNED
+from cmccl_jax.curriculum.curriculum import LEARNED
 from cmccl_jax.errors import UserError
 from cmccl_jax.tasks.dual_encoder import staging
 

@@ -10,7 +10,7 @@ Spearman ρ against every offline scorer.
 
 import numpy as np
 
-from cmccl_jax.curriculum import analysis, pacing
+from cmccl_jax.curriculum import analysis
 from cmccl_jax.summaries import grid_caption, image_grid
 
 # Per-example arrays in the step's metrics: for the dashboard, not scalars.
@@ -27,9 +27,9 @@ class DifficultyHistograms:
 
   def add(self, step: int, batch: dict[str, np.ndarray]) -> None:
     """`step` is the state's step when the batch is used: the pacing the device mask applies."""
-    if self.curriculum.scorer == pacing.LEARNED:  # no offline difficulty in the batch to show
+    if self.curriculum.learned:  # no offline difficulty in the batch to show
       return
-    weights = pacing.block_weights(step, self.curriculum, np)
+    weights = self.curriculum.block_weights(step, np)
     block = np.clip(np.asarray(batch["block"]), 0, self.k - 1)
     visible = weights[block] > 0
     for b in range(self.k):

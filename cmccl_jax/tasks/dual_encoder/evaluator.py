@@ -20,12 +20,13 @@ class RetrievalEvaluator(Evaluator):
   """Image→text and text→image retrieval; every caption of an image is a positive."""
 
   def __init__(self, builder, split: str, tokenizer, mesh, model, param_shardings, batch_size: int,
-               image_size: int):
+               image_size: int, difficulty=None):
     self.mesh = mesh
     self.batch_size = batch_size
     self.tokenizer = tokenizer
     parallel.local_batch_size(batch_size, mesh, "config.eval_batch_size")  # fails before any work
-    self._examples = functools.partial(pipeline.eval_examples, builder, split, tokenizer, batch_size, image_size)
+    self._examples = functools.partial(pipeline.eval_examples, builder, split, tokenizer, batch_size, image_size,
+                                      difficulty)
     data = parallel.data_sharding(mesh)
     out = parallel.replicated(mesh)
     self._embed_images = jax.jit(functools.partial(dual_encoder_step.embed_images, model=model),
@@ -62,7 +63,7 @@ class RetrievalEvaluator(Evaluator):
       caption_valid = batch["tokens"][..., 0] != 0
       tokens.append(batch["tokens"][caption_valid])
       owners.append(offset + np.nonzero(caption_valid)[0])
-      difficulty.append(batch["difficulty"])
+      difficulty.append(batch.get("difficulty", {}))
       offset += n
     image_emb = np.concatenate(image_emb)
     tokens, owners = np.concatenate(tokens), np.concatenate(owners)

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import optax
 
 from cmccl_jax import losses
-from cmccl_jax.curriculum import difficulty_head, pacing
+from cmccl_jax.curriculum import difficulty_head
+from cmccl_jax.curriculum.curriculum import Curriculum
 from cmccl_jax.tasks.dual_encoder import staging
 from cmccl_jax.tasks.dual_encoder.model import difficulty_head_config
 from cmccl_jax.tasks.dual_encoder.state import TrainState
@@ -29,24 +30,17 @@ def curriculum_dashboard(per_example, block, difficulty, valid, num_blocks: int)
   }
 
 
-def dual_encoder_loss(params, batch, step, rng, *, model, loss_config, curriculum_config, head_weight=0.0):
+def dual_encoder_loss(params, batch, step, rng, *, model, loss_config, curriculum: Curriculum, head_weight=0.0):
   """Masked, curriculum-weighted contrastive loss of a batch at `step`.
 
-  The pacing function of the step maps each example's block to a weight; weight 0
-  masks the example out of the loss as anchor and as negative. With the host
-  sampler the batch was already drawn in proportion to those weights, so here
-  they only mask (weighting the loss again would apply soft weights twice).
+  The curriculum's pacing at the step maps each example's block (for the online
+  "learned" scorer: the head's ranking of the batch) to a weight; weight 0 masks
+  the example out of the loss as anchor and as negative.
   """
-  k = int(curriculum_config.num_blocks)
+  k = curriculum.num_blocks
   z_img, z_txt, out = model.apply(params, batch["image"], batch["tokens"], train=True, rngs={"dropout": rng})
-  block = batch["block"]
-  if curriculum_config.scorer == pacing.LEARNED:  # online: the head's ranking of this batch
-    block = jax.lax.stop_gradient(difficulty_head.learned_blocks(out["difficulty"], k))
-  block_w = pacing.block_weights(step, curriculum_config)
-  weights = block_w[jnp.clip(block, 0, k - 1)]
-  valid = weights > 0
-  if pacing.uses_host_sampler(curriculum_config):
-    weights = valid.astype(jnp.float32)
+  block = curriculum.batch_blocks(batch["block"], out.get("difficulty"))
+  valid, weights = curriculum.example_weights(step, block)
   loss, parts = losses.contrastive_loss(
       z_img, z_txt, scale=out["scale"], bias=out["bias"], kind=loss_config.kind, valid=valid, weights=weights)
   per_example = parts["per_example"]
@@ -67,19 +61,18 @@ def dual_encoder_loss(params, batch, step, rng, *, model, loss_config, curriculu
       "scale": out["scale"],
       "bias": out["bias"],
       "visible_fraction": jnp.mean(valid.astype(jnp.float32)),
-      "visible_blocks": jnp.sum(block_w > 0),
+      "visible_blocks": jnp.sum(curriculum.block_weights(step) > 0),
       "block_counts": jnp.sum(jax.nn.one_hot(block, k, dtype=jnp.int32), axis=0),
   }
   return total, aux
 
 
-def dual_encoder_step(state: TrainState, batch, *, model, tx, loss_config, curriculum_config, staging_config,
+def dual_encoder_step(state: TrainState, batch, *, model, tx, loss_config, curriculum: Curriculum, staging_config,
                       lr_schedule, head_weight=0.0):
   """One AdamW step on `dual_encoder_loss`; dropout noise is keyed by (seed, step)."""
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   loss_fn = functools.partial(dual_encoder_loss, batch=batch, step=state.step, rng=rng, model=model,
-                              loss_config=loss_config, curriculum_config=curriculum_config,
-                              head_weight=head_weight)
+                              loss_config=loss_config, curriculum=curriculum, head_weight=head_weight)
   (total, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -90,9 +83,9 @@ def dual_encoder_step(state: TrainState, batch, *, model, tx, loss_config, curri
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def make_train_step(model, tx, config, lr_schedule):
+def make_train_step(model, tx, config, lr_schedule, curriculum: Curriculum):
   return functools.partial(dual_encoder_step, model=model, tx=tx, loss_config=config.loss,
-                           curriculum_config=config.curriculum, staging_config=config.staging,
+                           curriculum=curriculum, staging_config=config.staging,
                            lr_schedule=lr_schedule, head_weight=difficulty_head_config(config)[1])
 
 

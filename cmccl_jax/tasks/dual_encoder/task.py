@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from cmccl_jax import checkpoints, parallel
-from cmccl_jax.data import datasets, pipeline
+from cmccl_jax.curriculum.curriculum import Curriculum
+from cmccl_jax.data import datasets, difficulty, pipeline
 from cmccl_jax.data.tokenizer import build_tokenizer
 from cmccl_jax.tasks import base
 from cmccl_jax.tasks.dual_encoder import dashboard, step as dual_encoder_step
@@ -23,9 +24,11 @@ from cmccl_jax.tasks.dual_encoder.state import create_train_state, learning_rate
 class DualEncoderModel:
   """Model, optimizer, sharded state and the jitted step of a dual-encoder config on `mesh`."""
 
-  def __init__(self, config, mesh, image_shape: tuple[int, ...], vocab_size: int):
+  def __init__(self, config, mesh, image_shape: tuple[int, ...], vocab_size: int,
+               curriculum: Curriculum | None = None):
     self.config = config
     self.mesh = mesh
+    self.curriculum = curriculum or Curriculum.from_config(config.curriculum, int(config.num_steps))
     self.vocab_size = vocab_size
     self.model = dual_encoder_from_config(config, vocab_size)
     self.lr_schedule = learning_rate_schedule(config.optim, int(config.num_steps))
@@ -49,7 +52,7 @@ class DualEncoderModel:
   def train_step(self):
     """The jitted step: state donated, batch sharded over `data`, metrics replicated."""
     return jax.jit(
-        dual_encoder_step.make_train_step(self.model, self.tx, self.config, self.lr_schedule),
+        dual_encoder_step.make_train_step(self.model, self.tx, self.config, self.lr_schedule, self.curriculum),
         in_shardings=(self.state_shardings, parallel.data_sharding(self.mesh)),
         out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
         donate_argnums=0)
@@ -66,25 +69,24 @@ class DualEncoderTask(base.Task):
     # ---------------------------------------------------------------- mesh
     self.mesh = parallel.make_mesh(config.mesh)
     # ---------------------------------------------------------------- input
-    k = int(config.curriculum.num_blocks)
-    self.builder = datasets.get_builder(config.data, k, config.get("scoring"))
-    datasets.check_curriculum_fields(self.builder, config.curriculum.scorer, k)
+    self.curriculum = Curriculum.from_config(config.curriculum, int(config.num_steps))
+    self.builder = datasets.get_builder(config.data)
+    self.difficulty = difficulty.load_run_difficulty(config, self.builder, self.curriculum)
     self.tokenizer = build_tokenizer(config.tokenizer)
     # ---------------------------------------------------------------- model + sharding
     self.image_shape = pipeline.image_shape(self.builder, config)
-    self.model = DualEncoderModel(config, self.mesh, self.image_shape, self.tokenizer.vocab_size)
+    self.model = DualEncoderModel(config, self.mesh, self.image_shape, self.tokenizer.vocab_size, self.curriculum)
     self.abstract_state = self.model.abstract_state
-    self.num_blocks = k
-    self._histograms = dashboard.DifficultyHistograms(config.curriculum)
+    self._histograms = dashboard.DifficultyHistograms(self.curriculum)
 
   def make_evaluator(self, kind: str, split: str) -> RetrievalEvaluator:
     del kind  # "retrieval", the only one
     return RetrievalEvaluator(self.builder, split, self.tokenizer, self.mesh, self.model.model,
                               self.model.state_shardings.params, int(self.config.eval_batch_size),
-                              self.image_shape[0])
+                              self.image_shape[0], self.difficulty)
 
   def scalars(self, metrics: dict) -> dict[str, float]:
-    return dashboard.scalars(metrics, self.num_blocks)
+    return dashboard.scalars(metrics, self.curriculum.num_blocks)
 
   def log_line(self, scalars: dict[str, float]) -> str:
     return (f"loss {scalars['loss']:.4f} acc {scalars['accuracy']:.2f} "

@@ -3,7 +3,7 @@
 import os
 
 from cmccl_jax import config_validation as cv
-from cmccl_jax.curriculum.pacing import LEARNED
+from cmccl_jax.curriculum.curriculum import LEARNED
 from cmccl_jax.errors import UserError
 
 

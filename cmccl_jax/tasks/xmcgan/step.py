@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from cmccl_jax import losses
-from cmccl_jax.curriculum import pacing
+from cmccl_jax.curriculum.curriculum import Curriculum
 
 LOSS_TERMS = ("hinge_d", "hinge_g", "sentence_real", "sentence_fake", "word_real", "word_fake", "image_d", "image_e")
 
@@ -119,15 +119,14 @@ def _first(losses_and_aux):
 
 
 def gan_step(state: GanState, batch, *, generator, discriminator, encoder, encoder_size: int, g_tx, d_tx, gan_config,
-             curriculum_config):
+             curriculum: Curriculum):
   """`d_steps` discriminator updates; the last shares its forward with the generator update.
 
   Each D step draws fresh noise for the same real batch. The pacing of the step
   masks examples exactly as in the dual-encoder step.
   """
   gan = gan_config
-  k = int(curriculum_config.num_blocks)
-  valid = pacing.block_weights(state.step, curriculum_config)[jnp.clip(batch["block"], 0, k - 1)] > 0
+  valid, _ = curriculum.example_weights(state.step, batch["block"])
   real = to_unit_range(batch["image"])
   text = text_features(state.encoder, batch["tokens"], encoder=encoder)
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)

@@ -20,7 +20,8 @@ import tensorflow as tf
 from PIL import Image
 
 from cmccl_jax import checkpoints, parallel
-from cmccl_jax.data import datasets, pipeline
+from cmccl_jax.curriculum.curriculum import Curriculum
+from cmccl_jax.data import datasets, difficulty, pipeline
 from cmccl_jax.errors import UserError
 from cmccl_jax.models import inception as inception_lib
 from cmccl_jax.models.xmcgan import Discriminator, Generator
@@ -35,10 +36,10 @@ from cmccl_jax.workdir import STAGE1_CONFIG, Workdir
 class XmcganModel:
   """G, D, the frozen encoder, the sharded GAN state and the jitted step and sampler, from shapes alone."""
 
-  def __init__(self, gan_config, curriculum_config, mesh, param_sharding, image_shape: tuple[int, ...], stage1,
-               seed: int = 0):
+  def __init__(self, gan_config, curriculum: Curriculum, mesh, param_sharding, image_shape: tuple[int, ...],
+               stage1, seed: int = 0):
     self.gan = gan_config
-    self.curriculum = curriculum_config
+    self.curriculum = curriculum
     self.mesh = mesh
     self.stage1 = stage1
     self.seed = int(seed)
@@ -77,7 +78,7 @@ class XmcganModel:
     """The jitted GAN step: state donated, batch sharded over `data`, metrics replicated."""
     step = functools.partial(gan_step.gan_step, generator=self.generator, discriminator=self.discriminator,
                              encoder=self.encoder, encoder_size=self.encoder_size, g_tx=self.g_tx,
-                             d_tx=self.d_tx, gan_config=self.gan, curriculum_config=self.curriculum)
+                             d_tx=self.d_tx, gan_config=self.gan, curriculum=self.curriculum)
     return jax.jit(step, in_shardings=(self.state_shardings, parallel.data_sharding(self.mesh)),
                    out_shardings=(self.state_shardings, parallel.replicated(self.mesh)), donate_argnums=0)
 
@@ -123,17 +124,17 @@ class XmcganTask(base.Task):
     self.stage1 = load_stage1(config, workdir)
     self.tokenizer = self.stage1.tokenizer
     # ---------------------------------------------------------------- input
-    k = int(config.curriculum.num_blocks)
-    self.builder = None
+    self.curriculum = Curriculum.from_config(config.curriculum, int(config.num_steps))
+    self.builder = self.difficulty = None
     if with_data:
-      self.builder = datasets.get_builder(config.data, k, config.get("scoring"))
-      datasets.check_curriculum_fields(self.builder, config.curriculum.scorer, k)
+      self.builder = datasets.get_builder(config.data)
+      self.difficulty = difficulty.load_run_difficulty(config, self.builder, self.curriculum)
       image_shape = pipeline.image_shape(self.builder, config)
     else:
       size = int(config.data.get("image_size") or config.data.synthetic.image_size)
       image_shape = (size, size, 3)
     # ---------------------------------------------------------------- model + sharding
-    self.model = XmcganModel(config.gan, config.curriculum, self.mesh, config.param_sharding, image_shape,
+    self.model = XmcganModel(config.gan, self.curriculum, self.mesh, config.param_sharding, image_shape,
                              self.stage1, seed=int(config.seed))
     self.abstract_state = self.model.abstract_state
 

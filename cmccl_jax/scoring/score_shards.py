@@ -1,0 +1,114 @@
+"""Scores a dataset's image shards into id-keyed difficulty builds: the one place offline scorers run.
+
+`prepare_scores` is what `python -m preprocess` and a training run's first use
+call: every scorer the run reads (`difficulty.run_scorers`) whose build is missing
+is computed in one pass per split over the image shards (images decoded only if a
+scorer looks at them) and written as its own build (`difficulty.DifficultyScores`).
+`combined` reuses its members' builds where they exist.
+
+Scores are computed on process 0 while the others wait (`build_on_first_process`);
+teachers then run on that process's devices only.
+"""
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from cmccl_jax.data import datasets, difficulty
+from cmccl_jax.data.difficulty import ScoringSettings
+from cmccl_jax.scoring import scorers as scorers_lib
+
+SplitScores = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def examples(image_builder: tfds.core.DatasetBuilder, split: str, *, images: bool) -> Iterator[dict]:
+  """The split's examples as scorers read them: numpy fields, captions as str, the image only if `images`."""
+  decoders = None if images else {"image": tfds.decode.SkipDecoding()}
+  ds = image_builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+  for example in tfds.as_numpy(ds):
+    example = dict(example)
+    example["captions"] = [c.decode("utf-8") for c in example["captions"]]
+    if not images:
+      del example["image"]
+    yield example
+
+
+def compute_scores(image_builder: tfds.core.DatasetBuilder, names: Sequence[str], settings: ScoringSettings,
+                   known: dict[str, SplitScores] | None = None) -> dict[str, SplitScores]:
+  """{scorer: {split: (ids, scores)}} of `names` over every split of the image build, sorted by id.
+
+  `known`: scores already built ({scorer: {split: (ids, scores)}}, sorted by id), which
+  `combined` may take its members from instead of computing them again.
+  """
+  known = dict(known or {})
+  names = list(names)
+  combine = [n for n in names if n == scorers_lib.RankAverage.name]
+  per_example = [n for n in settings.inputs(names) if n not in combine and n not in known]
+  splits = list(image_builder.info.splits)
+  out: dict[str, SplitScores] = {name: {} for name in per_example}
+  if per_example:
+    scorers = scorers_lib.make_scorers(per_example, settings)
+    images = any(n not in scorers_lib.TEXT_ONLY for n in per_example)
+    batch_size = int(settings.batch_size)
+    scorers = scorers_lib.fit_scorers(
+        scorers, lambda: scorers_lib.batched(examples(image_builder, "train", images=images), batch_size))
+    for split in splits:
+      ids: list[int] = []
+
+      def with_ids(stream):
+        for example in stream:
+          ids.append(int(example["id"]))
+          yield example
+
+      scores = scorers_lib.score_split(with_ids(examples(image_builder, split, images=images)), scorers, batch_size)
+      order = np.argsort(np.asarray(ids, np.int64), kind="stable")
+      for name, values in scores.items():
+        out[name][split] = (np.asarray(ids, np.int64)[order], values[order])
+  for name in combine:
+    scorer = scorers_lib.get_scorer(name, settings)
+    members = {m: out.get(m) or known[m] for m in scorer.members}
+    out[name] = {}
+    for split in splits:
+      ids = members[scorer.members[0]][split][0]
+      for m, per_split in members.items():
+        if not np.array_equal(per_split[split][0], ids):
+          raise ValueError(f"combined: the {m} scores of {split} cover other examples than "
+                           f"{scorer.members[0]}'s")
+      out[name][split] = (ids, scorer.combine({m: per_split[split][1] for m, per_split in members.items()}))
+  return out
+
+
+def prepare_scores(config, image_builder: tfds.core.DatasetBuilder, *, progress: bool = False) -> list[str]:
+  """Builds every missing score build a run of `config` reads; returns the names of those it built.
+
+  Missing builds with config.data.auto_prepare False raise UserError naming the command that builds them.
+  """
+  names = difficulty.run_scorers(config, image_builder)
+  settings = ScoringSettings.from_config(config.get("scoring")).resolved(names)
+  missing = [n for n in names if not difficulty.score_builder(image_builder, n, settings).is_prepared()]
+  if not missing:
+    return []
+  if not bool(config.data.auto_prepare):
+    raise difficulty.missing_scores(image_builder, missing[0])
+  # `combined` takes its members' scores from their builds when they exist.
+  members = [difficulty.score_builder(image_builder, m, settings) for m in settings.inputs(missing)
+             if m not in missing]
+  known = {b.builder_config.scorer: difficulty.read_scores(b) for b in members if b.is_prepared()}
+
+  def build():
+    computed = compute_scores(image_builder, missing, settings, known)
+    for name, scores in computed.items():  # members computed only for `combined` are kept too
+      difficulty.score_builder(image_builder, name, settings, scores=scores).download_and_prepare()
+
+  datasets.build_on_first_process(
+      build, lambda: None,
+      f"Scoring {image_builder.name} with {', '.join(missing)} (first use of these scores) ...", progress)
+  return missing
+
+
+def prepare_data(config, *, progress: bool = False) -> tfds.core.DatasetBuilder:
+  """The image build of config.data and every score build a run of `config` reads, built where missing."""
+  image_builder = datasets.get_builder(config.data, progress=progress)
+  prepare_scores(config, image_builder, progress=progress)
+  return image_builder
