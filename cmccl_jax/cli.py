@@ -11,10 +11,24 @@ from absl import app, flags
 from cmccl_jax.errors import UserError
 
 
+def _config_file_args(argv: list[str]) -> list[str]:
+  """The paths of --config=PATH[:args] (config_flags reads PATH as a Python file)."""
+  return [a.split("=", 1)[1].split(":", 1)[0] for a in argv[1:] if a.startswith("--config=")]
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, with ml_collections' unknown-field error turned into a message that names the flag."""
+  """absl parsing, with ml_collections' and absl's parse errors turned into one line that names the flag."""
+  for path in _config_file_args(argv):
+    if not os.path.isfile(path):
+      raise SystemExit(f"error: --config={path}: no such file (looked in {os.getcwd()}); the configs are in "
+                       "configs/, e.g. --config=configs/default.py.")
   try:
     return flags.FLAGS(argv)
+  except flags.IllegalFlagValueError as e:
+    # e.g. "flag --config.batch_size=12.5: invalid literal for int() with base 10: '12.5'"
+    name = (re.findall(r"flag --([\w.]+)=", str(e)) or [""])[0]
+    field = f" ({name} keeps the type of its default in the --config file)" if name.startswith("config.") else ""
+    raise SystemExit(f"error: {e}{field}.")
   except (AttributeError, KeyError) as e:
     detail = str(e.args[0]) if e.args else str(e)
     field = (re.findall(r"'([^'\\]+)", detail) or ["?"])[0]

@@ -93,6 +93,34 @@ def validate_curriculum(config) -> None:
       raise UserError(f"config.curriculum.competence_init={config.curriculum.competence_init} must be in (0, 1].")
 
 
+def dropout_rate(value, field: str) -> None:
+  if not 0.0 <= float(value) < 1.0:
+    raise UserError(f"config.{field}={value!r} is a dropout rate and must be in [0, 1); 0 turns it off.")
+
+
+def validate_transformer(tower, field: str) -> None:
+  """A transformer tower's sizes: positive, the width split evenly over the heads, dropout a rate."""
+  for name in ("width", "depth", "num_heads", "mlp_dim"):
+    if tower.get(name) is not None:
+      positive(tower[name], f"{field}.{name}")
+  width, heads = tower.get("width"), tower.get("num_heads")
+  if width is not None and heads is not None and int(width) % int(heads):
+    divisors = [h for h in range(1, int(width) + 1) if int(width) % h == 0 and h <= 16]
+    raise UserError(f"config.{field}.num_heads={heads} does not divide config.{field}.width={width}; each head "
+                    f"gets width/num_heads features. Use one of {divisors}, or change the width.")
+  if tower.get("dropout") is not None:
+    dropout_rate(tower["dropout"], f"{field}.dropout")
+
+
+def patch_size_divides(patch_size: int, image_size: int, field: str = "model.image.patch_size") -> None:
+  """The ViT's patches must tile the image exactly (a VALID convolution would drop the last pixels)."""
+  if int(image_size) % int(patch_size):
+    fits = [p for p in range(2, int(image_size) + 1) if int(image_size) % p == 0 and p <= 32]
+    raise UserError(f"config.{field}={patch_size} does not divide the {image_size}-pixel input images (the "
+                    f"last {int(image_size) % int(patch_size)} pixels would be dropped); use one of {fits}, or "
+                    "set config.data.image_size to a multiple of it.")
+
+
 def validate_common(config) -> None:
   """The fields every task reads: schedule, batch sizes, the curriculum and the augmentation."""
   for field in ("num_steps", "batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",

@@ -11,6 +11,7 @@ LOSS_KINDS = ("softmax", "sigmoid")
 def validate(config) -> None:
   cv.validate_common(config)
   cv.choice(config.loss.kind, "loss.kind", LOSS_KINDS)
+  validate_towers(config)
   if config.curriculum.scorer == LEARNED and int(config.curriculum.difficulty_head.get("hidden", 0)) <= 0:
     raise UserError(f"config.curriculum.scorer={LEARNED!r} paces by the difficulty head, which "
                     "config.curriculum.difficulty_head.hidden=0 turns off; set it > 0 (e.g. 64).")
@@ -27,3 +28,22 @@ def validate(config) -> None:
   for field in ("b1", "b2"):
     if not 0.0 <= float(optim[field]) < 1.0:
       raise UserError(f"config.optim.{field}={optim[field]} must be in [0, 1).")
+
+
+def validate_towers(config) -> None:
+  """Sizes of the image and text towers and the shared embedding; the patch size against a known image size."""
+  cv.positive(config.model.embed_dim, "model.embed_dim")
+  image = config.model.image
+  cv.positive(image.patch_size, "model.image.patch_size")
+  cv.validate_transformer(image, "model.image")
+  size = config.data.get("image_size")
+  if size is None and config.data.name == "synthetic_shapes":
+    size = config.data.synthetic.image_size
+  if size is not None:
+    cv.patch_size_divides(image.patch_size, size)
+  text = config.model.text
+  if text.get("checkpoint"):  # the architecture is the checkpoint's; only dropout may be set here
+    if text.get("dropout") is not None:
+      cv.dropout_rate(text.dropout, "model.text.dropout")
+  else:
+    cv.validate_transformer(text, "model.text")

@@ -18,7 +18,9 @@ def validate(config) -> None:
   if config.curriculum.scorer == LEARNED:
     raise UserError(f"config.curriculum.scorer={LEARNED!r} needs the dual encoder's difficulty head; an XMC-GAN "
                     "experiment paces by an offline scorer, e.g. --config.curriculum.scorer=ground_truth.")
-  for field in ("z_dim", "d_steps", "eval.num_images", "eval.candidates"):
+  for field in ("z_dim", "d_steps", "eval.num_images", "eval.candidates", "generator.channels",
+                "generator.cond_dim", "generator.attention_dim", "discriminator.channels",
+                "discriminator.contrastive_dim"):
     cv.positive(cv.field_value(gan, field), f"gan.{field}")
   if not 0.0 <= float(gan.ema_decay) < 1.0:
     raise UserError(f"config.gan.ema_decay={gan.ema_decay} must be in [0, 1); XMC-GAN uses 0.999.")
