@@ -1,8 +1,11 @@
 """The one place that knows what an experiment directory (exp/NAME) holds.
 
   config.json          the resolved config the run trains with
+  config_history.jsonl every start's config, with what changed (a resume never loses the saved config)
+  train.lock           held by the one run writing here (`flock`: a killed run's lock is taken over)
   stage1_config.json   XMC-GAN: the stage-1 dual encoder's config (its weights are in the GAN's checkpoints)
-  checkpoints/<step>/  orbax: the whole train state and the tf.data iterator position
+  checkpoints/<step>/  orbax: the whole train state and the tf.data iterator position, sealed by a manifest
+  checkpoints_bad/     bad checkpoints a resume moved aside (never deleted)
   metrics.jsonl        every logged scalar and evaluation, one JSON line each
   scores.csv           `test.sh`: one row per checkpoint
   events.out.tfevents* TensorBoard of training; test/ that of `test.sh`
@@ -12,17 +15,26 @@ Every other module reads and writes these through a `Workdir`, so a new file (a
 lock, a config history) is added here once.
 """
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
+import socket
+import sys
+import time
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from cmccl_jax import checkpoints
 from cmccl_jax.errors import UserError
 
 CONFIG = "config.json"
+CONFIG_HISTORY = "config_history.jsonl"
+LOCK = "train.lock"
 STAGE1_CONFIG = "stage1_config.json"
 METRICS = "metrics.jsonl"
 SCORES = "scores.csv"
@@ -47,14 +59,103 @@ class Workdir:
   def train_command(self) -> str:
     return f"`bash train.sh {self.name}`"
 
+  # ------------------------------------------------------------------ writing
+
+  def _write(self, name: str, text: str, mode: str = "w") -> None:
+    """Writes (or appends) `text` to `name`; a full disk or a refused write is one clear error.
+
+    A rewrite goes through a temporary file and an atomic rename: a kill or a full disk never leaves half a file.
+    """
+    path = self.file(name)
+    try:
+      os.makedirs(self.path, exist_ok=True)
+      if mode == "a":
+        with open(path, "a", encoding="utf-8") as f:
+          f.write(text)
+        return
+      with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+      os.replace(path + ".tmp", path)
+    except OSError as e:
+      raise write_error(path, e) from e
+
+  # ------------------------------------------------------------------ the one writer
+
+  @contextlib.contextmanager
+  def lock(self):
+    """Holds train.lock for the block: one training run per experiment, on any number of hosts.
+
+    A `flock`, which the kernel releases when its process dies: a killed run's lock
+    is free, and the next run takes it over (saying whose it was). Process 0 holds
+    it for the whole job; every process learns whether it got it.
+    """
+    path, holder, f = self.file(LOCK), "", None
+    if jax.process_index() == 0:
+      try:
+        os.makedirs(self.path, exist_ok=True)
+        f = open(path, "a+", encoding="utf-8")
+      except OSError as e:
+        raise write_error(path, e) from e
+      f.seek(0)
+      previous = f.read().strip()
+      try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError:
+        f.close()
+        f, holder = None, previous or "another process"
+    got = bool(multihost_utils.broadcast_one_to_all(f is not None or jax.process_index() != 0))
+    if not got:
+      raise UserError(f"{self.path} is being trained by {holder or 'another run'} (lock {path}); wait for that "
+                      f"run to finish or stop it, or train under another name.")
+    if f is not None:
+      if previous:
+        print(f"[{self.name}] took over {path} from {previous}, which is no longer running", flush=True)
+      f.seek(0)
+      f.truncate()
+      f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} "
+              f"({' '.join(sys.argv[:1] + [a for a in sys.argv[1:] if a.startswith('--mode')])})\n")
+      f.flush()
+    try:
+      yield
+    finally:
+      if f is not None:
+        f.seek(0)
+        f.truncate()  # a clean exit leaves no holder behind
+        f.close()
+
   # ------------------------------------------------------------------ configs
 
   def save_config(self, config, name: str = CONFIG) -> None:
     """Writes `config` as JSON (process 0 only)."""
     if jax.process_index() == 0:
-      os.makedirs(self.path, exist_ok=True)
-      with open(self.file(name), "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2))
+      self._write(name, config.to_json_best_effort(indent=2))
+
+  def start_config(self, config, resume_step: int | None, safe_changes) -> list[str]:
+    """Checks `config` against the saved one before a run starts; saves it and appends to the history.
+
+    Resuming (`resume_step` not None), a changed field must match one of the
+    `safe_changes` (dotted names; a trailing ".*" covers a block): any other change
+    alters shapes, data or what the checkpoints mean, and raises naming the fields,
+    with config.json left as it was. Returns one line per allowed change.
+    """
+    new = json.loads(config.to_json_best_effort())
+    old = json.loads(config_json_text(self.file(CONFIG))) if self.has_config() else None
+    changes = _diff(_flat(old), _flat(new)) if old is not None else {}
+    if resume_step is not None:
+      unsafe = {k: v for k, v in changes.items() if not _matches(k, safe_changes)}
+      if unsafe:
+        listed = "; ".join(f"config.{k}: {a} -> {b}" for k, (a, b) in sorted(unsafe.items()))
+        raise UserError(
+            f"{self.path} has checkpoints up to step {resume_step} of another config: {listed}. These change "
+            "shapes, data or what the checkpoints mean, so the run cannot resume with them. Drop the "
+            "overrides to resume (the saved config is config.json), or train under another name.")
+    lines = [f"config.{k}: {a} -> {b}" for k, (a, b) in sorted(changes.items())]
+    if jax.process_index() == 0:
+      record = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "resume_step": resume_step,
+                "changes": lines, "config": new}
+      self._write(CONFIG_HISTORY, json.dumps(record) + "\n", mode="a")
+      self._write(CONFIG, config.to_json_best_effort(indent=2))
+    return lines
 
   def has_config(self, name: str = CONFIG) -> bool:
     return os.path.isfile(self.file(name))
@@ -64,17 +165,28 @@ class Workdir:
     if not self.has_config(name):
       raise UserError(f"{self.file(name)} not found: {self.path} holds no trained experiment. "
                       f"Train it first with {self.train_command}.")
-    with open(self.file(name), encoding="utf-8") as f:
-      return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.loads(config_json_text(self.file(name))))
 
   # ------------------------------------------------------------------ metrics and scores
 
   def append_metrics(self, record: dict) -> None:
     """One JSON line per log and eval in metrics.jsonl: TensorBoard's scalars, machine-readable."""
     if jax.process_index() == 0:
-      os.makedirs(self.path, exist_ok=True)
-      with open(self.file(METRICS), "a", encoding="utf-8") as f:
-        f.write(json.dumps({k: float(v) if k != "step" else int(v) for k, v in record.items()}) + "\n")
+      self._write(METRICS, json.dumps({k: float(v) if k != "step" else int(v) for k, v in record.items()}) + "\n",
+                  mode="a")
+
+  def forget_metrics_after(self, step: int) -> int:
+    """Drops the metrics.jsonl records of steps after `step` (a resume replays them); returns how many."""
+    records = self.read_metrics()
+    kept = [r for r in records if int(r["step"]) <= step]
+    if len(kept) < len(records) and jax.process_index() == 0:
+      self._write(METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+    return len(records) - len(kept)
+
+  def has_eval(self, step: int, eval_name: str) -> bool:
+    """Whether metrics.jsonl holds evaluator `eval_name`'s scores of `step`."""
+    prefix = f"{eval_name}/"
+    return any(int(r["step"]) == step and any(k.startswith(prefix) for k in r) for r in self.read_metrics())
 
   def read_metrics(self) -> list[dict]:
     if not os.path.isfile(self.file(METRICS)):
@@ -87,10 +199,8 @@ class Workdir:
     path = self.file(SCORES)
     if jax.process_index() == 0:
       keys = list(rows[0].keys())
-      with open(path, "w", encoding="utf-8") as f:
-        f.write(",".join(keys) + "\n")
-        for row in rows:
-          f.write(",".join(str(row[k]) for k in keys) + "\n")
+      lines = [",".join(keys)] + [",".join(str(row[k]) for k in keys) for row in rows]
+      self._write(SCORES, "\n".join(lines) + "\n")
     return path
 
   # ------------------------------------------------------------------ checkpoints
@@ -134,14 +244,75 @@ class Workdir:
     return step
 
   def restore_state(self, step: int, abstract_state):
-    """The whole train state of checkpoint `step`, placed as `abstract_state`'s shardings."""
+    """The whole train state of checkpoint `step`, placed as `abstract_state`'s shardings.
+
+    Raises checkpoints.BadCheckpoint when the step is unreadable, altered or not finite.
+    """
     return checkpoints.restore(self.checkpoint_manager(), step, abstract_state)
 
   def restore_params(self, step: int, abstract_params, field: str = "params"):
     """Only the `field` subtree of checkpoint `step`'s state (a trained model's weights, no optimizer
-    moments), placed as `abstract_params`' shardings."""
+    moments), placed as `abstract_params`' shardings; a bad checkpoint is a UserError naming it."""
     item = {field: abstract_params}
-    restored = self.checkpoint_manager().restore(step, args=ocp.args.Composite(**{
-        checkpoints.STATE: ocp.args.PyTreeRestore(
-            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)}))
-    return restored[checkpoints.STATE][field]
+    manager = self.checkpoint_manager()
+
+    def restore():
+      restored = manager.restore(step, args=ocp.args.Composite(**{
+          checkpoints.STATE: ocp.args.PyTreeRestore(
+              item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)}))
+      return restored[checkpoints.STATE][field]
+    try:
+      return checkpoints.checked_restore(manager, step, restore)
+    except checkpoints.BadCheckpoint as e:
+      raise UserError(f"{e}; pick another step of {self.path} (it has {self.checkpoint_steps()}).") from e
+
+
+# ---------------------------------------------------------------------- helpers
+
+# The strerror of the write failures a user fixes (disk, quota, permissions), and the fix to name.
+_WRITE_FIXES = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (quota)",
+                errno.EACCES: "make it writable", errno.EPERM: "make it writable",
+                errno.EROFS: "use a writable disk"}
+
+
+def write_error(path: str, e: BaseException) -> BaseException:
+  """A UserError for a write the disk refused (full, read-only, no permission); else `e` itself (a bug).
+
+  Looks through the chain of causes, and at the messages of wrappers that keep only the text
+  (tensorstore's "[OS error: No space left on device]").
+  """
+  chain, cause = [], e
+  while cause is not None and cause not in chain:
+    chain.append(cause)
+    cause = cause.__cause__ or cause.__context__
+  for cause in chain:
+    for code in _WRITE_FIXES:
+      if getattr(cause, "errno", None) == code or os.strerror(code) in str(cause):
+        return UserError(f"cannot write {path}: {os.strerror(code)}; {_WRITE_FIXES[code]} and run the same "
+                         "command again (it resumes from the newest complete checkpoint).")
+  return e
+
+
+def config_json_text(path: str) -> str:
+  with open(path, encoding="utf-8") as f:
+    return f.read()
+
+
+def _flat(tree, prefix: str = "") -> dict:
+  """{"a.b.c": leaf} of a nested dict (an empty dict is a leaf)."""
+  if isinstance(tree, dict) and tree:
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+  return {prefix[:-1]: tree}
+
+
+_ABSENT = "(absent)"
+
+
+def _diff(old: dict, new: dict) -> dict:
+  """{dotted field: (old, new)} of the fields that differ (or exist in one only)."""
+  return {k: (json.dumps(old.get(k, _ABSENT)), json.dumps(new.get(k, _ABSENT)))
+          for k in sorted(set(old) | set(new)) if old.get(k, _ABSENT) != new.get(k, _ABSENT)}
+
+
+def _matches(field: str, patterns) -> bool:
+  return any(field == p or (p.endswith(".*") and field.startswith(p[:-1])) for p in patterns)

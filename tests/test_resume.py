@@ -44,6 +44,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_data_dir, tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   # The latest *complete* checkpoint: step 4's asynchronous write may not have
   # finished when the kill landed, and then step 1 (orbax always keeps the first).
+  assert "took over" in r.stdout and "which is no longer running" in r.stdout  # the killed run's lock
   resumed = re.search(r"resumed from step (\d+)", r.stdout)
   assert resumed and int(resumed.group(1)) in (1, 4), r.stdout
 

@@ -24,3 +24,8 @@ def validate(config) -> None:
 def make_task(config, workdir: Workdir) -> Task:
   """The task of `config.model_type`, built for `workdir` (XMC-GAN keeps its stage-1 config there)."""
   return TASKS[config.model_type][0](config, workdir)
+
+
+def safe_on_resume(config) -> tuple[str, ...]:
+  """The fields a resume of `config`'s task may change (the task's SAFE_ON_RESUME)."""
+  return TASKS[config.model_type][0].SAFE_ON_RESUME

@@ -48,6 +48,13 @@ class Task(abc.ABC):
   # {config.evals kind: what it computes}; a subclass lists its own.
   EVALUATORS: dict[str, str] = {}
 
+  # The config fields a resume may change (dotted; "x.*" a block): the schedule, the evaluations and the
+  # optimiser's scalars, which alter neither shapes nor data nor what the checkpoints hold. A subclass
+  # adds its own; every other change is refused on resume (Workdir.start_config).
+  SAFE_ON_RESUME: tuple[str, ...] = (
+      "num_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+      "eval_batch_size", "evals.*", "data.auto_prepare")
+
   config: Any
   mesh: Any
   tokenizer: Any
@@ -89,6 +96,10 @@ class Task(abc.ABC):
 
   def write_eval_summaries(self, writer, step: int, metrics: dict, batch: dict[str, np.ndarray]) -> None:
     """Summaries of the current training batch (`metrics` on the host), at every evaluation step."""
+
+  def divergence_hint(self) -> str:
+    """What to change when the loss or the gradients stop being finite (the end of the loop's message)."""
+    return "lower the learning rate"
 
   # ------------------------------------------------------------------ evaluators from the config
 

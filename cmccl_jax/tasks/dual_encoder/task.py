@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from cmccl_jax import checkpoints, parallel
+from cmccl_jax import config_validation as cv
 from cmccl_jax.curriculum.curriculum import Curriculum
 from cmccl_jax.data import datasets, difficulty, pipeline
 from cmccl_jax.data.tokenizer import build_tokenizer
@@ -62,6 +63,9 @@ class DualEncoderTask(base.Task):
   """Dual-encoder training on a dataset's shards, paced by the curriculum."""
 
   EVALUATORS = {"retrieval": "image→text and text→image retrieval metrics on a split"}
+  SAFE_ON_RESUME = base.Task.SAFE_ON_RESUME + tuple(
+      f"optim.{f}" for f in ("learning_rate", "warmup_steps", "end_lr_fraction", "weight_decay", "grad_clip_norm",
+                             "b1", "b2"))
 
   def __init__(self, config, workdir=None):
     del workdir  # nothing of the dual encoder's set-up lives beside its checkpoints
@@ -75,6 +79,7 @@ class DualEncoderTask(base.Task):
     self.tokenizer = build_tokenizer(config.tokenizer)
     # ---------------------------------------------------------------- model + sharding
     self.image_shape = pipeline.image_shape(self.builder, config)
+    cv.patch_size_divides(config.model.image.patch_size, self.image_shape[0])  # a dataset's stored size
     self.model = DualEncoderModel(config, self.mesh, self.image_shape, self.tokenizer.vocab_size, self.curriculum)
     self.abstract_state = self.model.abstract_state
     self._histograms = dashboard.DifficultyHistograms(self.curriculum)
@@ -87,6 +92,11 @@ class DualEncoderTask(base.Task):
 
   def scalars(self, metrics: dict) -> dict[str, float]:
     return dashboard.scalars(metrics, self.curriculum.num_blocks)
+
+  def divergence_hint(self) -> str:
+    lr = float(self.config.optim.learning_rate)
+    return (f"lower config.optim.learning_rate={lr:g} (e.g. --config.optim.learning_rate={lr / 3:.1e}) or "
+            f"config.optim.grad_clip_norm={float(self.config.optim.grad_clip_norm):g}")
 
   def log_line(self, scalars: dict[str, float]) -> str:
     return (f"loss {scalars['loss']:.4f} acc {scalars['accuracy']:.2f} "

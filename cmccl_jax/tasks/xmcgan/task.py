@@ -115,6 +115,7 @@ class XmcganTask(base.Task):
   """XMC-GAN training on a dataset's shards with a frozen stage-1 dual encoder, paced by the curriculum."""
 
   EVALUATORS = {"generation": "Fréchet distances and caption alignment of G and EMA-G samples"}
+  SAFE_ON_RESUME = base.Task.SAFE_ON_RESUME + ("gan.optim.*", "gan.eval.*")
 
   def __init__(self, config, workdir: Workdir, *, with_data: bool = True):
     self.config = config
@@ -151,6 +152,11 @@ class XmcganTask(base.Task):
                                inception=_inception(self.config.gan, self.mesh),
                                stats_dir=e.get("stats_dir") or None, seed=int(self.config.seed))
 
+  def divergence_hint(self) -> str:
+    o = self.config.gan.optim
+    return (f"lower config.gan.optim.g_learning_rate={float(o.g_learning_rate):g} and "
+            f"config.gan.optim.d_learning_rate={float(o.d_learning_rate):g} (e.g. by 3x)")
+
   def log_line(self, scalars: dict[str, float]) -> str:
     return (f"D {scalars['loss/d_total']:.3f} G {scalars['loss/g_total']:.3f} (hinge D {scalars['loss/hinge_d']:.3f} "
             f"G {scalars['loss/hinge_g']:.3f}) visible {scalars['visible_fraction']:.0%}")
@@ -166,7 +172,10 @@ class XmcganTask(base.Task):
     step = steps[-1] if step < 0 else step
     if step not in steps:
       raise UserError(f"no checkpoint at step {step} in {workdir.path}; it has steps {steps}.")
-    state = workdir.restore_state(step, self.abstract_state)
+    try:
+      state = workdir.restore_state(step, self.abstract_state)
+    except checkpoints.BadCheckpoint as e:
+      raise UserError(f"{e}; sample another step with --step (it has {steps}).") from e
     tokens = np.repeat(self.tokenizer(tf.constant(captions)).numpy(), num_per_caption, axis=0)
     z = np.random.default_rng(int(self.config.seed)).standard_normal(
         (len(tokens), int(self.config.gan.z_dim))).astype(np.float32)

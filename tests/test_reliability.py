@@ -1,0 +1,270 @@
+"""Drills of a user's bad day: what survives what (the table is in docs/reliability.md).
+
+Each test breaks one thing the way it breaks in practice (a corrupt or vanished
+checkpoint, a diverging run, a second trainer, a changed config, a kill before an
+eval, a full disk, a bad config value) and checks that nothing is lost, nothing
+is silent and every message names what to fix.
+"""
+
+import errno
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from cmccl_jax import checkpoints, tasks
+from cmccl_jax.errors import UserError
+from cmccl_jax.run import loop
+from cmccl_jax.tasks.dual_encoder.task import DualEncoderTask
+from cmccl_jax.workdir import CONFIG_HISTORY, Workdir, write_error
+from tests import tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(data_dir, **overrides):
+  config = tiny.tiny_config(data_dir)
+  config.eval_every_steps = 8  # evals at 8 and 12 (the last step)
+  for field, value in overrides.items():
+    node = config
+    *path, last = field.split(".")
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data_dir, tmp_path_factory):
+  """A tiny experiment trained to step 12: checkpoints 1, 4, 8, 12; evals at 8 and 12."""
+  workdir = str(tmp_path_factory.mktemp("reliability") / "trained")
+  loop.train(_config(tiny_data_dir), workdir)
+  return workdir
+
+
+@pytest.fixture
+def experiment(trained, tmp_path):
+  """A fresh copy of the trained experiment for one test to break."""
+  workdir = str(tmp_path / "exp")
+  shutil.copytree(trained, workdir)
+  return workdir
+
+
+def _biggest(pattern):
+  return max((f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f)), key=os.path.getsize)
+
+
+def _flip_bytes(path):
+  data = bytearray(open(path, "rb").read())
+  middle = len(data) // 2
+  data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+  open(path, "wb").write(data)
+
+
+# Ways a checkpoint step directory breaks: a kill or a full disk mid-write, bit rot, a hand-made mess.
+CORRUPTIONS = {
+    "truncated array file": lambda d: open(_biggest(f"{d}/state/**/d/*"), "r+b").truncate(100),
+    "flipped bytes in an array file (orbax alone restores them silently)": lambda d: _flip_bytes(
+        _biggest(f"{d}/state/**/d/*")),
+    "garbled state metadata": lambda d: open(f"{d}/state/_METADATA", "wb").write(os.urandom(200)),
+    "garbled checkpoint metadata (the utf-8 error)": lambda d: open(f"{d}/_CHECKPOINT_METADATA", "wb").write(
+        b"\xb7" * 50),
+    "missing iterator file": lambda d: os.remove(f"{d}/data/process_0.index"),
+    "empty step directory": lambda d: (shutil.rmtree(d), os.makedirs(d)),
+}
+
+
+@pytest.mark.parametrize("corrupt", list(CORRUPTIONS), ids=list(CORRUPTIONS))
+def test_corrupt_latest_checkpoint_falls_back_to_the_newest_good(experiment, tiny_data_dir, corrupt, capsys):
+  CORRUPTIONS[corrupt](os.path.join(experiment, "checkpoints", "12"))
+  config = _config(tiny_data_dir)
+  task = DualEncoderTask(config)
+  manager = Workdir(experiment).checkpoint_manager(read_only=False)
+  lines = []
+  step, state = checkpoints.restore_newest_good(manager, task.abstract_state, task.train_batches(16), lines.append)
+  assert step == 8 and int(state.step) == 8
+  assert len(lines) == 1 and "step 12" in lines[0] and "checkpoints_bad" in lines[0], lines
+  assert manager.all_steps() == [1, 4, 8]
+  assert os.path.isdir(os.path.join(experiment, "checkpoints_bad", "12"))  # moved aside, not deleted
+
+
+def test_resume_after_a_corrupt_checkpoint_replays_without_duplicate_logs(experiment, tiny_data_dir, capsys):
+  CORRUPTIONS["truncated array file"](os.path.join(experiment, "checkpoints", "12"))
+  wd = Workdir(experiment)
+  before = wd.read_metrics()
+  loop.train(_config(tiny_data_dir), experiment)
+  out = capsys.readouterr().out
+  assert "skipped the bad checkpoint of step 12" in out and "resumed from step 8" in out, out
+  after = wd.read_metrics()
+  keys = [(r["step"], tuple(sorted(r))) for r in after]
+  assert len(keys) == len(set(keys)), "a replayed step was logged twice"
+  assert [r["step"] for r in after] == [r["step"] for r in before]
+  np.testing.assert_allclose([r.get("loss", 0) for r in after], [r.get("loss", 0) for r in before], rtol=1e-5)
+  assert wd.checkpoint_steps() == [1, 4, 8, 12]
+
+
+def test_when_every_checkpoint_is_bad_nothing_is_moved(experiment, tiny_data_dir):
+  for step in (1, 4, 8, 12):
+    CORRUPTIONS["garbled state metadata"](os.path.join(experiment, "checkpoints", str(step)))
+  with pytest.raises(UserError, match="no checkpoint can be resumed from.*step 12.*step 1"):
+    loop.train(_config(tiny_data_dir), experiment)
+  assert Workdir(experiment).checkpoint_steps() == [1, 4, 8, 12]
+  assert not os.path.exists(os.path.join(experiment, "checkpoints_bad"))
+
+
+def test_test_sh_scores_the_good_checkpoints_and_lists_the_bad(experiment, tiny_data_dir, monkeypatch, capsys):
+  CORRUPTIONS["truncated array file"](os.path.join(experiment, "checkpoints", "4"))
+  wd = Workdir(experiment)
+  listed = wd.checkpoint_steps()
+  # The trainer's rotation removes step 8 after test.sh listed it.
+  monkeypatch.setattr(Workdir, "checkpoint_steps_or_raise", lambda self: listed)
+  shutil.rmtree(os.path.join(experiment, "checkpoints", "8"))
+  rows = loop.evaluate_checkpoints(_config(tiny_data_dir), experiment)
+  assert [r["step"] for r in rows] == [1, 12]
+  out = capsys.readouterr().out
+  assert "step 4: skipped" in out and "step 8: skipped" in out and "is gone" in out
+  assert "skipped 2 bad: steps [4, 8]" in out
+  with open(os.path.join(experiment, "scores.csv")) as f:
+    assert [line.split(",")[0] for line in f.read().splitlines()] == ["step", "1", "12"]
+
+
+def test_divergence_stops_at_that_step_and_keeps_only_finite_checkpoints(tiny_data_dir, tmp_path):
+  workdir = str(tmp_path / "diverged")
+  config = _config(tiny_data_dir, **{"optim.learning_rate": 1e8, "optim.grad_clip_norm": 1e30,
+                                     "loss.max_scale": 1e30, "checkpoint_every_steps": 2, "keep_checkpoints": 2})
+  with pytest.raises(loop.Diverged, match=r"diverged at step (\d+): .*loss=nan.*newest good checkpoint is step") as e:
+    loop.train(config, workdir)
+  assert "optim.learning_rate" in str(e.value)
+  failed = int(str(e.value).split("step ")[1].split(":")[0])
+  wd = Workdir(workdir)
+  steps = wd.checkpoint_steps()
+  assert steps and max(steps) < failed
+  task = DualEncoderTask(config)
+  for step in steps:  # every kept checkpoint restores and is finite (checked inside)
+    wd.restore_state(step, task.abstract_state)
+
+
+def test_a_non_finite_state_is_never_written(trained, tiny_data_dir, tmp_path):
+  task = DualEncoderTask(_config(tiny_data_dir))
+  state = Workdir(trained).restore_state(12, task.abstract_state)
+  state = state.replace(params=jax_tree_nan_first(state.params))
+  manager = checkpoints.checkpoint_manager(str(tmp_path), every_steps=1, keep=2)
+  with pytest.raises(checkpoints.NonFiniteState, match="NaN or inf in"):
+    checkpoints.save(manager, 13, state, task.train_batches(16), force=True)
+  checkpoints.finish(manager)
+  assert manager.all_steps() == []
+
+
+def jax_tree_nan_first(tree):
+  leaves, treedef = jax.tree.flatten(tree)
+  leaves[0] = leaves[0] * float("nan")
+  return jax.tree.unflatten(treedef, leaves)
+
+
+@pytest.mark.parametrize("field,value", [("optim.grad_clip_norm", 0.0), ("optim.grad_clip_norm", -1.0),
+                                         ("optim.learning_rate", -1e-3), ("optim.weight_decay", -0.1)])
+def test_nonsensical_optimiser_values_are_refused(tiny_data_dir, field, value):
+  with pytest.raises(UserError, match=f"config.{field}="):
+    tasks.validate(_config(tiny_data_dir, **{field: value}))
+
+
+def test_a_second_trainer_is_refused_and_a_stale_lock_taken_over(experiment, tiny_data_dir, capsys):
+  wd = Workdir(experiment)
+  config = _config(tiny_data_dir)
+  with wd.lock():  # a run in progress
+    with pytest.raises(UserError, match=r"is being trained by pid \d+ on .* \(lock .*train.lock\)"):
+      loop.train(config, experiment)
+  with open(wd.file("train.lock"), "w") as f:  # what a killed run leaves: a holder line, no flock
+    f.write("pid 99999 on elsewhere since 2026-01-01 00:00:00\n")
+  loop.train(config, experiment)
+  assert "took over" in capsys.readouterr().out and "pid 99999" not in open(wd.file("train.lock")).read()
+
+
+@pytest.mark.parametrize("field,value", [("model.embed_dim", 32), ("batch_size", 8),
+                                         ("data.synthetic.num_train", 80), ("data.shuffle_buffer", 32),
+                                         ("curriculum.pacing", "root"), ("model.image.depth", 2)])
+def test_a_resume_refuses_changes_of_shapes_and_data(experiment, tiny_data_dir, field, value):
+  saved = open(os.path.join(experiment, "config.json")).read()
+  with pytest.raises(UserError, match=rf"checkpoints up to step 12 of another config: config\.{field}: "):
+    loop.train(_config(tiny_data_dir, **{field: value}), experiment)
+  assert open(os.path.join(experiment, "config.json")).read() == saved
+
+
+def test_a_resume_allows_safe_changes_and_keeps_the_config_history(experiment, tiny_data_dir, capsys):
+  loop.train(_config(tiny_data_dir, **{"num_steps": 14, "optim.learning_rate": 5e-4}), experiment)
+  out = capsys.readouterr().out
+  assert "resuming with config.num_steps: 12 -> 14" in out and "config.optim.learning_rate: 0.001 -> 0.0005" in out
+  with open(os.path.join(experiment, CONFIG_HISTORY)) as f:
+    history = [json.loads(line) for line in f]
+  assert [h["resume_step"] for h in history] == [None, 12]
+  assert history[0]["config"]["optim"]["learning_rate"] == 1e-3  # the first config is still there
+  assert Workdir(experiment).load_config().optim.learning_rate == 5e-4
+  assert Workdir(experiment).checkpoint_steps()[-1] == 14
+
+
+def test_an_eval_missed_by_a_kill_runs_on_resume(experiment, tiny_data_dir, capsys):
+  wd = Workdir(experiment)
+  records = wd.read_metrics()
+  # The kill landed after step 12's checkpoint and before its evaluation.
+  with open(wd.file("metrics.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records if not (r["step"] == 12 and "eval/t2i/R@1" in r))
+  scores = loop.train(_config(tiny_data_dir), experiment)
+  assert "running the eval evaluation of step 12" in capsys.readouterr().out
+  evals = [r for r in wd.read_metrics() if "eval/t2i/R@1" in r]
+  assert [r["step"] for r in evals] == [8, 12]
+  assert scores["t2i/R@1"] == pytest.approx(evals[-1]["eval/t2i/R@1"])
+  assert loop.train(_config(tiny_data_dir), experiment) == {}  # nothing missed now: nothing runs
+
+
+def test_a_full_disk_at_a_save_is_one_line(experiment, tiny_data_dir, monkeypatch):
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(checkpoints.ocp.CheckpointManager, "save", full)
+  with pytest.raises(UserError, match=r"cannot write .*checkpoints/13: No space left on device; free some space"):
+    loop.train(_config(tiny_data_dir, num_steps=14), experiment)
+
+
+def test_disk_errors_are_found_inside_orbax_wrappers_and_bugs_are_left_alone():
+  try:
+    try:
+      raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    except OSError as cause:
+      raise RuntimeError("save failed in the finalize thread") from cause
+  except RuntimeError as e:
+    wrapped = e
+  assert "Read-only file system; use a writable disk" in str(write_error("/x/checkpoints/4", wrapped))
+  text_only = ValueError("Error writing local file: [OS error: No space left on device]")
+  assert isinstance(write_error("/x", text_only), UserError)
+  bug = KeyError("params")
+  assert write_error("/x", bug) is bug
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("eval_batch_size", 0, "config.eval_batch_size=0 must be a positive integer"),
+    ("model.image.num_heads", 3, "config.model.image.num_heads=3 does not divide config.model.image.width=16"),
+    ("model.embed_dim", 0, "config.model.embed_dim=0 must be a positive integer"),
+    ("model.image.patch_size", 7, "config.model.image.patch_size=7 does not divide the 32-pixel input images"),
+    ("model.image.dropout", 1.5, "config.model.image.dropout=1.5 is a dropout rate"),
+    ("model.text.num_heads", 0, "config.model.text.num_heads=0 must be a positive integer"),
+])
+def test_bad_config_values_name_the_field(tiny_data_dir, field, value, message):
+  with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):
+    tasks.validate(_config(tiny_data_dir, **{field: value}))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config=configs/nope.py"], "--config=configs/nope.py: no such file"),
+    (["--config=configs/default.py", "--config.batch_size=12.5"],
+     "flag --config.batch_size=12.5: invalid literal for int()"),
+])
+def test_bad_command_lines_are_one_line(tmp_path, args, message):
+  r = subprocess.run([sys.executable, "-m", "cmccl_jax.main", f"--workdir={tmp_path}", *args], cwd=REPO,
+                     env=dict(os.environ, XLA_FLAGS=""), capture_output=True, text=True, timeout=300)
+  assert r.returncode != 0 and message in r.stderr, r.stderr[-2000:]
+  assert "Traceback" not in r.stderr
