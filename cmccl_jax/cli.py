@@ -6,9 +6,11 @@ import re
 import sys
 import tempfile
 
-from absl import app, flags
+import logging as py_logging
 
-from cmccl_jax.errors import UserError
+from absl import app, flags, logging
+
+from cmccl_jax.errors import UserError, disk_error_code
 
 
 def _config_file_args(argv: list[str]) -> list[str]:
@@ -71,8 +73,17 @@ def hide_gpus_from_tf() -> None:
     tf.constant(0)  # initialises TF's devices (the cuInit notice) while fd 2 is held back
 
 
+class _DiskErrorsReportedOnce(py_logging.Filter):
+  """Drops the tracebacks library threads log for a full or read-only disk (orbax's save, clu's event
+  writer): the run stops on the same failure with one line naming the path and the fix."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return not (record.exc_info and record.exc_info[1] is not None and disk_error_code(record.exc_info[1]))
+
+
 def run(main) -> None:
   """app.run(main), printing a UserError as one line (exit 2); any other exception keeps its traceback."""
+  logging.get_absl_handler().addFilter(_DiskErrorsReportedOnce())
   try:
     app.run(main, flags_parser=parse_flags)
   except UserError as e:

@@ -16,7 +16,6 @@ lock, a config history) is added here once.
 """
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -30,7 +29,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from cmccl_jax import checkpoints
-from cmccl_jax.errors import UserError
+from cmccl_jax.errors import WRITE_FIXES, UserError, disk_error_code
 
 CONFIG = "config.json"
 CONFIG_HISTORY = "config_history.jsonl"
@@ -269,28 +268,13 @@ class Workdir:
 
 # ---------------------------------------------------------------------- helpers
 
-# The strerror of the write failures a user fixes (disk, quota, permissions), and the fix to name.
-_WRITE_FIXES = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (quota)",
-                errno.EACCES: "make it writable", errno.EPERM: "make it writable",
-                errno.EROFS: "use a writable disk"}
-
-
 def write_error(path: str, e: BaseException) -> BaseException:
-  """A UserError for a write the disk refused (full, read-only, no permission); else `e` itself (a bug).
-
-  Looks through the chain of causes, and at the messages of wrappers that keep only the text
-  (tensorstore's "[OS error: No space left on device]").
-  """
-  chain, cause = [], e
-  while cause is not None and cause not in chain:
-    chain.append(cause)
-    cause = cause.__cause__ or cause.__context__
-  for cause in chain:
-    for code in _WRITE_FIXES:
-      if getattr(cause, "errno", None) == code or os.strerror(code) in str(cause):
-        return UserError(f"cannot write {path}: {os.strerror(code)}; {_WRITE_FIXES[code]} and run the same "
-                         "command again (it resumes from the newest complete checkpoint).")
-  return e
+  """A UserError for a write the disk refused (full, read-only, no permission); else `e` itself (a bug)."""
+  code = disk_error_code(e)
+  if code is None:
+    return e
+  return UserError(f"cannot write {path}: {os.strerror(code)}; {WRITE_FIXES[code]} and run the same command "
+                   "again (training resumes from its newest complete checkpoint).")
 
 
 def config_json_text(path: str) -> str:

@@ -54,8 +54,11 @@ def summary(builder, run_difficulty, settings, built: list[str]) -> list[str]:
       where = "not tied to a split" if split == captioned_images.UNASSIGNED else split
       text = ", ".join(f"{reason} {n}" for reason, n in counts.items()) or "nothing"
       lines.append(f"    {where}: {text}")
+    examples = metadata.get("skipped_examples") or {}
     for reason in sorted(reasons):
       lines.append(f"      ({reason}: {captioned_images.SKIP_REASONS.get(reason, '?')})")
+      if examples.get(reason):
+        lines.append(f"        e.g. {', '.join(examples[reason])}")
   table, curriculum = run_difficulty.table, run_difficulty.curriculum
   lines.append(f"difficulty scores ({'built now: ' + ', '.join(built) if built else 'all built before'}); "
                f"blocks for config.curriculum.num_blocks={curriculum.num_blocks}:")

@@ -9,6 +9,7 @@ is silent and every message names what to fix.
 import errno
 import glob
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -17,8 +18,12 @@ import sys
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
 
-from cmccl_jax import checkpoints, tasks
+from cmccl_jax import checkpoints, cli, tasks
+from cmccl_jax.data import datasets
+from cmccl_jax.data import image_text_folder as itf
 from cmccl_jax.errors import UserError
 from cmccl_jax.run import loop
 from cmccl_jax.tasks.dual_encoder.task import DualEncoderTask
@@ -230,6 +235,14 @@ def test_a_full_disk_at_a_save_is_one_line(experiment, tiny_data_dir, monkeypatc
     loop.train(_config(tiny_data_dir, num_steps=14), experiment)
 
 
+def test_library_threads_log_no_traceback_for_a_disk_error():
+  def record(exc):
+    return logging.LogRecord("orbax", logging.ERROR, __file__, 1, "save failed", None, (type(exc), exc, None))
+  keep = cli._DiskErrorsReportedOnce().filter
+  assert not keep(record(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+  assert keep(record(KeyError("params")))  # a bug's traceback stays
+
+
 def test_disk_errors_are_found_inside_orbax_wrappers_and_bugs_are_left_alone():
   try:
     try:
@@ -268,3 +281,101 @@ def test_bad_command_lines_are_one_line(tmp_path, args, message):
                      env=dict(os.environ, XLA_FLAGS=""), capture_output=True, text=True, timeout=300)
   assert r.returncode != 0 and message in r.stderr, r.stderr[-2000:]
   assert "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------------- the folder builder: what it reads
+
+_WATCHED: list[str] = []   # while a test runs: folders no open() may touch
+_OPENED: list[str] = []    # what was opened in them anyway
+
+
+def _audit(event, args):
+  if event == "open" and _WATCHED and isinstance(args[0], (str, bytes, os.PathLike)):
+    path = os.path.realpath(os.fsdecode(args[0]))
+    if any(path.startswith(w + os.sep) for w in _WATCHED):
+      _OPENED.append(path)
+
+
+sys.addaudithook(_audit)  # the interpreter's own record of every open(), PIL's included
+
+
+def _png(path, array, mode=None):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(array, mode).save(path)
+
+
+def _folder_with_links(tmp_path):
+  """3 good images, a file symlink and a symlinked folder leading outside, a link to /etc/passwd."""
+  root, outside = tmp_path / "root", tmp_path / "outside"
+  rng = np.random.default_rng(0)
+  for i in range(3):
+    _png(str(root / "imgs" / f"{i}.png"), rng.integers(0, 255, (24, 24, 3), dtype=np.uint8))
+  _png(str(outside / "secret.png"), rng.integers(0, 255, (24, 24, 3), dtype=np.uint8))
+  _png(str(outside / "dir" / "a.png"), rng.integers(0, 255, (24, 24, 3), dtype=np.uint8))
+  os.symlink(outside / "secret.png", root / "imgs" / "link.png")
+  os.symlink(outside / "dir", root / "linked")
+  os.symlink("/etc/passwd", root / "link_passwd.jpg")
+  lines = [{"image": f"imgs/{i}.png", "caption": f"image {i}", "split": "train"} for i in range(3)]
+  lines += [{"image": "imgs/link.png", "caption": "secret", "split": "train"},
+            {"image": "linked/a.png", "caption": "linked", "split": "train"},
+            {"image": "link_passwd.jpg", "caption": "passwd", "split": "train"}]
+  (root / "captions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+  return str(root), str(outside)
+
+
+def _build_folder(data_dir, root):
+  builder = itf.ImageTextFolder(data_dir=str(data_dir), config=itf.image_text_folder_config(root=root, image_size=16))
+  builder.download_and_prepare()
+  examples = {ex["captions"][0].decode(): ex for ex in tfds.as_numpy(builder.as_dataset(split="train"))}
+  return builder, examples
+
+
+def test_the_folder_builder_never_reads_outside_its_root(tmp_path):
+  root, outside = _folder_with_links(tmp_path)
+  _WATCHED[:] = [os.path.realpath(outside), "/etc"]
+  try:
+    builder, examples = _build_folder(tmp_path / "tfds", root)
+  finally:
+    _WATCHED.clear()
+  assert _OPENED == [], f"opened outside the root: {_OPENED}"
+  assert sorted(examples) == ["image 0", "image 1", "image 2"]
+  assert builder.info.metadata["skipped"]["train"] == {"outside_root": 3}
+  assert builder.info.metadata["skipped_examples"]["outside_root"] == [
+      "imgs/link.png", "linked/a.png", "link_passwd.jpg"]
+
+
+def test_a_symlinked_captions_file_outside_the_root_is_refused(tmp_path):
+  root, outside = _folder_with_links(tmp_path)
+  os.replace(os.path.join(root, "captions.jsonl"), os.path.join(outside, "captions.jsonl"))
+  os.symlink(os.path.join(outside, "captions.jsonl"), os.path.join(root, "captions.jsonl"))
+  with pytest.raises(UserError, match="is a symlink to .*outside the image folder.*captions_file"):
+    _build_folder(tmp_path / "tfds", root)
+
+
+def test_strips_are_skipped_by_name_and_16_bit_images_keep_their_tones(tmp_path):
+  root = tmp_path / "root"
+  rng = np.random.default_rng(0)
+  for i in range(2):
+    _png(str(root / f"{i}.png"), rng.integers(0, 255, (24, 24, 3), dtype=np.uint8))
+  _png(str(root / "strip.png"), np.full((10, 4000, 3), 90, np.uint8))  # crashed the build: JPEG's 65500 limit
+  gradient = np.linspace(0, 65535, 24 * 24).reshape(24, 24).astype(np.uint16)
+  _png(str(root / "gray16.png"), gradient)  # came out 99.6% white
+  names = {"0.png": "image 0", "1.png": "image 1", "strip.png": "strip", "gray16.png": "gray"}
+  (root / "captions.jsonl").write_text(
+      "".join(json.dumps({"image": k, "caption": v, "split": "train"}) + "\n" for k, v in names.items()))
+  builder, examples = _build_folder(tmp_path / "tfds", str(root))
+  assert sorted(examples) == ["gray", "image 0", "image 1"]
+  assert builder.info.metadata["skipped"]["train"] == {"extreme_aspect": 1}
+  assert builder.info.metadata["skipped_examples"]["extreme_aspect"] == ["strip.png"]
+  gray = examples["gray"]["image"].astype(float)
+  assert 110 < gray.mean() < 145 and gray.min() < 20 and gray.max() > 235
+
+
+def test_a_killed_build_leaves_nothing_behind(tmp_path):
+  leftover = tmp_path / "synthetic_shapes" / "some-config" / "incomplete.ABC123_1.0.0"
+  os.makedirs(leftover)
+  (leftover / "synthetic_shapes-train.tfrecord-00000-of-00001").write_bytes(b"half a shard")
+  finished = tmp_path / "synthetic_shapes" / "some-config" / "1.0.0"
+  os.makedirs(finished)
+  with datasets.exclusive_builds(str(tmp_path)):
+    assert not leftover.exists() and finished.exists()

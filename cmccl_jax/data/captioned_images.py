@@ -45,7 +45,14 @@ SKIP_REASONS = {
     "empty_caption": "captions that are empty or only whitespace",
     "undecodable_caption": "captions whose bytes are not valid UTF-8",
     "malformed_record": "annotation lines or entries not in the expected format",
+    "outside_root": "images whose path, symlinks followed, leads outside the source folder (never opened)",
+    "extreme_aspect": "images whose longer side is over 20 times the shorter (a strip, not a picture)",
 }
+# Beyond this ratio of the sides an image is skipped: resized to a training size, a 4000x10 strip would be
+# 102400 pixels long (past JPEG's 65500 limit), and nothing of it survives a centre crop anyway.
+MAX_ASPECT = 20
+# How many paths per split and reason the build's metadata keeps, to show the user what was skipped.
+EXAMPLES_KEPT = 5
 # The split under which records that belong to no split (an unparseable line) are counted.
 UNASSIGNED = "unassigned"
 
@@ -64,11 +71,19 @@ class SkipCounter:
 
   def __init__(self):
     self._counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    self._examples: dict[str, list[str]] = collections.defaultdict(list)
 
-  def add(self, split: str, reason: str, count: int = 1) -> None:
+  def add(self, split: str, reason: str, count: int = 1, path: str = "") -> None:
+    """Counts `count` skips; `path` (the file skipped) is kept among the first EXAMPLES_KEPT of the reason."""
     if reason not in SKIP_REASONS:
       raise ValueError(f"unknown skip reason {reason!r}; known reasons: {', '.join(SKIP_REASONS)}")
     self._counts[split][reason] += count
+    if path and len(self._examples[reason]) < EXAMPLES_KEPT:
+      self._examples[reason].append(path)
+
+  def examples(self) -> dict[str, list[str]]:
+    """{reason: the first paths skipped for it}."""
+    return {r: list(paths) for r, paths in sorted(self._examples.items())}
 
   def as_dict(self, splits: Sequence[str]) -> dict[str, dict[str, int]]:
     """{split: {reason: count}} with every split listed, UNASSIGNED only when it counted anything."""
@@ -151,28 +166,61 @@ def _shorter_side_size(size: tuple[int, int], image_size: int) -> tuple[int, int
   return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def _to_8_bit(image: Image.Image) -> Image.Image:
+  """A 16-bit, 32-bit or float grey image as 8-bit "L" (PIL's convert clips it: a 16-bit PNG came out white).
+
+  16-bit modes map 0..65535 onto 0..255; "I" and "F" are read as 8-bit when they fit,
+  as 16-bit when they fit that, else stretched from their minimum to their maximum.
+  """
+  values = np.asarray(image, np.float64)
+  if image.mode.startswith("I;16") or (255 < values.max() <= 65535 and values.min() >= 0):
+    values = values / 257.0
+  elif values.min() < 0 or values.max() > 255:
+    values = (values - values.min()) / max(values.max() - values.min(), 1e-12) * 255.0
+  return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
   """RGB, with transparent pixels on white: dropping alpha shows whatever colour they hid."""
+  if image.mode.startswith("I") or image.mode == "F":
+    image = _to_8_bit(image)
   if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
     rgba = image.convert("RGBA")
     return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
   return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def decode_image(path: str, image_size: int) -> Image.Image:
+def inside(path: str, root: str) -> str | None:
+  """`path` with every symlink resolved, if that is still under `root` (resolved too); else None."""
+  real, real_root = os.path.realpath(path), os.path.realpath(root)
+  return real if os.path.commonpath([real, real_root]) == real_root else None
+
+
+def decode_image(path: str, image_size: int, root: str | None = None) -> Image.Image:
   """The fully decoded image as RGB, upright, shorter side `image_size` (0: as is).
 
-  Raises BadImage with reason missing_image, corrupt_image or truncated_image.
+  With `root`, a path that leads outside it (through a symlinked file or folder) is
+  never opened. Raises BadImage with reason missing_image, outside_root,
+  extreme_aspect, corrupt_image or truncated_image.
   """
+  if root is not None:
+    real = inside(path, root)
+    if real is None:
+      raise BadImage("outside_root", path, f"(leads to {os.path.realpath(path)})")
+    path = real  # opened by its resolved name: no link is followed after the check
   if not os.path.isfile(path):
     raise BadImage("missing_image", path)
   try:
     with _strict_truncation(), Image.open(path) as image:
+      if max(image.size) > MAX_ASPECT * min(image.size):
+        raise BadImage("extreme_aspect", path, f"({image.size[0]}x{image.size[1]})")
       target = _shorter_side_size(image.size, image_size)
       if target != image.size:
         image.draft(None, target)  # JPEG: decode at the smallest DCT scale still >= target
       image.load()  # decodes all the data: this is where a truncated file raises
       image = _to_rgb(ImageOps.exif_transpose(image))
+  except BadImage:
+    raise
   except OSError as e:
     reason = "truncated_image" if "truncat" in str(e).lower() else "corrupt_image"
     raise BadImage(reason, path, str(e)) from e
@@ -240,7 +288,10 @@ class CaptionedImagesConfig(tfds.core.BuilderConfig):
 
 
 class CaptionedImagesBuilder(LocalBuilder):
-  """Images with a variable number of captions and an id (the key difficulty scores are joined by)."""
+  """Images with a variable number of captions and an id (the key difficulty scores are joined by).
+
+  Its config has a `root`, the source folder: no image is read from outside it.
+  """
 
   # The offline scorers a run reads when config.scoring.scorers is () (data/difficulty.py).
   DEFAULT_SCORERS = ("caption_length", "noun_count")
@@ -277,9 +328,9 @@ class CaptionedImagesBuilder(LocalBuilder):
     kept = []
     for record in progress:
       try:
-        decode_image(record.path, self.builder_config.image_size)
+        decode_image(record.path, self.builder_config.image_size, self.builder_config.root)
       except BadImage as e:
-        skipped.add(split, e.reason)
+        skipped.add(split, e.reason, path=os.path.relpath(record.path, self.builder_config.root))
         continue
       kept.append(record)
     return kept
@@ -297,7 +348,7 @@ class CaptionedImagesBuilder(LocalBuilder):
           f"images were read and skipped as {skipped.as_dict(['train'])['train']}. Check the source "
           "files and the split settings.")
     self.info.metadata.update(num_examples={split: len(kept[split]) for split in splits},
-                              skipped=skipped.as_dict(splits))
+                              skipped=skipped.as_dict(splits), skipped_examples=skipped.examples())
     # TFDS cannot write an empty split: one without examples (a held-out fraction of a
     # tiny folder) is left out, and num_examples above says so.
     return {split: self._generate_examples(kept[split]) for split in splits if kept[split]}
@@ -305,7 +356,7 @@ class CaptionedImagesBuilder(LocalBuilder):
   def _generate_examples(self, records: Sequence[Record]):
     for record in records:
       try:
-        image = decode_image(record.path, self.builder_config.image_size)
+        image = decode_image(record.path, self.builder_config.image_size, self.builder_config.root)
       except BadImage as e:
         raise RuntimeError(f"{record.path} decoded in the first pass but not in the second ({e}); "
                            "did the files change during the build? Rebuild from a stable copy.") from e

@@ -4,7 +4,11 @@ Errors here are the ones a user hits first (a typo in the dataset name, a wrong
 data_dir), so each names the bad value and the fix.
 """
 
+import contextlib
+import fcntl
+import glob
 import os
+import shutil
 from typing import Callable
 
 import jax
@@ -93,24 +97,51 @@ def get_builder(data_config, *, progress: bool = False) -> tfds.core.DatasetBuil
       builder.check_sources()  # every process: a wrong path must not leave the others waiting
     make = lambda: _BUILDERS[name](data_config, data_dir)
     builder = build_on_first_process(lambda: make().download_and_prepare(), make,
-                                     f"Preparing {name} in {builder.data_dir} (first use) ...", progress)
+                                     f"Preparing {name} in {builder.data_dir} (first use) ...", progress,
+                                     data_dir=data_dir)
   return builder
 
 
+BUILD_LOCK = ".cmccl_build.lock"
+
+
+@contextlib.contextmanager
+def exclusive_builds(data_dir: str):
+  """Holds data_dir's build lock (one build at a time, across runs) and removes what killed builds left.
+
+  TFDS writes a build into `incomplete.XXXXXX_<version>/` beside its final folder and
+  renames it when done; a killed build leaves that folder behind for good. Under the
+  lock no other build is running, so every such folder is a leftover.
+  """
+  os.makedirs(data_dir, exist_ok=True)
+  with open(os.path.join(data_dir, BUILD_LOCK), "a+") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      print(f"waiting for another run's build in {data_dir} to finish ...", flush=True)
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    for leftover in sorted(glob.glob(os.path.join(data_dir, "*", "*", "incomplete.*"))):
+      print(f"removing {leftover}, an unfinished build a killed run left", flush=True)
+      shutil.rmtree(leftover, ignore_errors=True)
+    yield
+
+
 def build_on_first_process(build: Callable[[], None], reopen: Callable[[], tfds.core.DatasetBuilder],
-                           message: str, progress: bool = False) -> tfds.core.DatasetBuilder:
+                           message: str, progress: bool = False, *, data_dir: str) -> tfds.core.DatasetBuilder:
   """Runs `build` (printing `message`) on process 0 while the others wait; returns `reopen()`.
 
-  A builder made before its shards existed keeps the empty dataset info it read
-  then, so every process reads the finished build through a new one.
+  Builds into `data_dir` are one at a time (`exclusive_builds`). A builder made
+  before its shards existed keeps the empty dataset info it read then, so every
+  process reads the finished build through a new one.
   """
   if jax.process_index() == 0:
-    print(message, flush=True)
-    tfds.display_progress_bar(progress)
-    try:
-      build()
-    finally:
-      tfds.enable_progress_bar()
+    with exclusive_builds(data_dir):
+      print(message, flush=True)
+      tfds.display_progress_bar(progress)
+      try:
+        build()
+      finally:
+        tfds.enable_progress_bar()
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f"build {message}")
   return reopen()

@@ -15,7 +15,9 @@ captions are grouped. An image's split is the first one its lines give (train,
 validation or test); an image without one goes to test or validation by a stable
 hash of its path (`test_fraction`, `validation_fraction`), so the held-out images
 stay the same across rebuilds and machines. Images under `root` that no line names
-are counted as `no_caption`. The example `id` is a stable 63-bit hash of the path.
+are counted as `no_caption`. Nothing outside `root` is read: an image whose path leads
+out of it through a symlink (to a file or a folder) is skipped as `outside_root`
+(an explicitly named `captions_file` may live anywhere). The example `id` is a stable 63-bit hash of the path.
 
 Usage:
   builder = ImageTextFolder(data_dir=d, config=image_text_folder_config(root="/data/mine"))
@@ -104,6 +106,9 @@ def find_captions_file(root: str, captions_file: str = "") -> str:
   if len(found) > 1:
     raise UserError(f"the image folder {root} holds both {' and '.join(found)}; name the one to use with "
                      "--config.data.folder.captions_file=FILE.")
+  if ci.inside(found[0], root) is None:
+    raise UserError(f"{found[0]} is a symlink to {os.path.realpath(found[0])}, outside the image folder; "
+                    "nothing outside it is read unless named: pass --config.data.folder.captions_file=FILE.")
   return found[0]
 
 

@@ -122,7 +122,8 @@ class DivergenceGuard:
 
 
 def _writer(path: str):
-  return metric_writers.create_default_writer(path, just_logging=jax.process_index() > 0)
+  with _disk_errors(path):
+    return metric_writers.create_default_writer(path, just_logging=jax.process_index() > 0)
 
 
 def _prefixed(name: str, scores: dict[str, float]) -> dict[str, float]:

@@ -10,6 +10,7 @@ Scores are computed on process 0 while the others wait (`build_on_first_process`
 teachers then run on that process's devices only.
 """
 
+import os
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -103,7 +104,8 @@ def prepare_scores(config, image_builder: tfds.core.DatasetBuilder, *, progress:
 
   datasets.build_on_first_process(
       build, lambda: None,
-      f"Scoring {image_builder.name} with {', '.join(missing)} (first use of these scores) ...", progress)
+      f"Scoring {image_builder.name} with {', '.join(missing)} (first use of these scores) ...", progress,
+      data_dir=os.path.abspath(os.path.expanduser(config.data.data_dir)))
   return missing
 
 
