@@ -126,5 +126,8 @@ def validate_common(config) -> None:
   for field in ("num_steps", "batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
                 "keep_checkpoints"):
     positive(field_value(config, field), field)
+  if int(config.data.shuffle_buffer) <= 0:
+    raise UserError(f"config.data.shuffle_buffer={config.data.shuffle_buffer} must be a positive number of "
+                    "examples (1 keeps the stored order; the demo uses 2048).")
   validate_curriculum(config)
   validate_augment(config)

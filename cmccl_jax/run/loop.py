@@ -148,15 +148,11 @@ def _train(config, wd: Workdir) -> dict[str, float]:
   for line in wd.start_config(config, manager.latest_step(), safe_on_resume(config)):
     print(f"[{name}] resuming with {line}", flush=True)
 
-  # ------------------------------------------------------------------ logging
-  writer = _writer(wd.path)
-
   # ------------------------------------------------------------------ task: mesh, input, model, sharding
   prepare_data(config)  # first use: the image shards and the difficulty scores the run reads
   task = make_task(config, wd)
   if jax.process_index() == 0:
     print(f"[{name}] {task.difficulty.describe()}", flush=True)
-    writer.write_texts(0, {"curriculum/blocks": task.difficulty.describe()})
   num_steps = int(config.num_steps)
   local_bs = parallel.local_batch_size(int(config.batch_size), task.mesh)
   train_iter = task.train_batches(local_bs)
@@ -172,6 +168,14 @@ def _train(config, wd: Workdir) -> dict[str, float]:
     print(f"[{name}] dropped {replayed} metrics.jsonl records of steps after {start}, which this run replays",
           flush=True)
   guard = DivergenceGuard(task.divergence_hint(), manager)
+
+  # ------------------------------------------------------------------ logging (from the step this run starts at)
+  if jax.process_index() == 0:
+    with _disk_errors(wd.path):
+      summaries.write_run_start(wd.path, start + 1)  # TensorBoard drops a killed run's points from here on
+  writer = _writer(wd.path)
+  if jax.process_index() == 0 and start == 0:
+    writer.write_texts(0, {"curriculum/blocks": task.difficulty.describe()})
 
   # ------------------------------------------------------------------ evaluators
   evaluators = task.evaluators()

@@ -12,6 +12,14 @@ def validate(config) -> None:
   cv.validate_common(config)
   cv.choice(config.loss.kind, "loss.kind", LOSS_KINDS)
   validate_towers(config)
+  loss = config.loss
+  cv.positive_float(loss.scale_init, "loss.scale_init", " (the initial 1/temperature: CLIP uses 1/0.07, SigLIP 10)")
+  if float(loss.scale_init) > float(loss.max_scale):
+    raise UserError(f"config.loss.scale_init={loss.scale_init} exceeds config.loss.max_scale={loss.max_scale}, "
+                    "the clip on the learned scale; raise max_scale (CLIP uses 100) or lower scale_init.")
+  if int(config.curriculum.difficulty_head.get("hidden", 0)) < 0:
+    raise UserError(f"config.curriculum.difficulty_head.hidden={config.curriculum.difficulty_head.hidden} must "
+                    "be >= 0 (0 turns the difficulty head off).")
   if config.curriculum.scorer == LEARNED and int(config.curriculum.difficulty_head.get("hidden", 0)) <= 0:
     raise UserError(f"config.curriculum.scorer={LEARNED!r} paces by the difficulty head, which "
                     "config.curriculum.difficulty_head.hidden=0 turns off; set it > 0 (e.g. 64).")
@@ -23,6 +31,9 @@ def validate(config) -> None:
   if not 0 <= int(optim.warmup_steps) < int(config.num_steps):
     raise UserError(f"config.optim.warmup_steps={optim.warmup_steps} must be in [0, config.num_steps="
                     f"{config.num_steps}).")
+  if not 0.0 <= float(optim.end_lr_fraction) <= 1.0:
+    raise UserError(f"config.optim.end_lr_fraction={optim.end_lr_fraction} must be in [0, 1]: the final learning "
+                    "rate as a fraction of the peak (the demo uses 0.01).")
   if float(optim.weight_decay) < 0:
     raise UserError(f"config.optim.weight_decay={optim.weight_decay} must be >= 0.")
   for field in ("b1", "b2"):
