@@ -172,18 +172,31 @@ def verify(manager: ocp.CheckpointManager, step: int) -> str | None:
 # ---------------------------------------------------------------------- restoring
 
 
-# One compile per state structure: jit caches on the list's shapes and shardings.
+# One compile per tree structure: jit caches on the leaves' shapes and shardings.
 _leaves_finite = jax.jit(lambda xs: jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
+
+
+def leaf_name(path) -> str:
+  """A key path as "params/image_tower/kernel"."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def finite_flags(tree):
+  """(key paths of `tree`'s float leaves, a device bool per leaf: no NaN or inf), dispatched, not waited for."""
+  floats = [(path, x) for path, x in jax.tree_util.tree_leaves_with_path(tree)
+            if jnp.issubdtype(x.dtype, jnp.floating)]
+  paths = [leaf_name(path) for path, _ in floats]
+  return paths, (_leaves_finite([x for _, x in floats]) if floats else None)
+
+
+def non_finite(paths: list[str], flags) -> list[str]:
+  """The paths whose flag of `finite_flags` is False (waits for the flags)."""
+  return [] if flags is None else [p for p, ok in zip(paths, parallel.to_host(flags)) if not ok]
 
 
 def _non_finite(tree) -> list[str]:
   """Key paths of the float leaves of `tree` that hold a NaN or an infinity."""
-  leaves = jax.tree_util.tree_leaves_with_path(tree)
-  floats = [(path, x) for path, x in leaves if jnp.issubdtype(x.dtype, jnp.floating)]
-  if not floats:
-    return []
-  finite = parallel.to_host(_leaves_finite([x for _, x in floats]))
-  return [jax.tree_util.keystr(path) for (path, _), ok in zip(floats, finite) if not ok]
+  return non_finite(*finite_flags(tree))
 
 
 def _listed(paths: list[str]) -> str:

@@ -10,7 +10,6 @@ import contextlib
 import time
 
 import jax
-import jax.numpy as jnp
 from clu import metric_writers
 
 from cmccl_jax import checkpoints, parallel, summaries
@@ -94,23 +93,23 @@ class DivergenceGuard:
   def __init__(self, hint: str, manager):
     self.hint, self.manager = hint, manager
     self.pending = None
-    self._finite = jax.jit(lambda metrics: jnp.all(jnp.stack([
-        jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(metrics) if jnp.issubdtype(x.dtype, jnp.floating)])))
 
   def push(self, step: int, metrics) -> None:
     """Checks the previous step and queues this one's check."""
     self.check_now()
-    self.pending = (step, self._finite(metrics), metrics)
+    self.pending = (step, checkpoints.finite_flags(metrics), metrics)
 
   def check_now(self) -> None:
     if self.pending is None:
       return
-    step, finite, metrics = self.pending
+    step, flags, metrics = self.pending
     self.pending = None
-    if not bool(parallel.to_host(finite)):
-      host = jax.tree.map(parallel.to_host, metrics)
-      bad = [f"{k}={v}" for k, v in host.items() if not jnp.all(jnp.isfinite(v))]
-      self.fail(step, ", ".join(bad[:4]) + (f" (and {len(bad) - 4} more)" if len(bad) > 4 else "") + " is not finite")
+    bad = checkpoints.non_finite(*flags)
+    if bad:
+      leaves = {checkpoints.leaf_name(p): x for p, x in jax.tree_util.tree_leaves_with_path(metrics)}
+      values = [f"{name}={parallel.to_host(leaves[name])}" for name in bad]
+      self.fail(step, ", ".join(values[:4]) + (f" (and {len(values) - 4} more)" if len(values) > 4 else "")
+                + " is not finite")
 
   def fail(self, step: int, what: str) -> None:
     checkpoints.finish(self.manager)  # the save in flight is of an earlier, finite step
