@@ -12,6 +12,7 @@ a resume can fall back to the newest good step (`restore_newest_good`) and
 (a flipped byte restores as silently wrong numbers).
 """
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -20,6 +21,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 from etils import epath
@@ -90,7 +92,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, iterator, *, force: b
 def finish(manager: ocp.CheckpointManager) -> None:
   """Waits for the save in flight and seals every step."""
   manager.wait_until_finished()
-  seal(manager)
+  seal(manager, wait=True)
 
 
 # ---------------------------------------------------------------------- manifests
@@ -123,22 +125,52 @@ def _digest(path: str) -> str:
   return h.hexdigest()
 
 
-def seal(manager: ocp.CheckpointManager) -> None:
-  """Writes the manifest of every finished step that has none (process 0; the files are on a shared disk)."""
-  if jax.process_index() != 0:
-    return
-  # orbax finishes one save before it starts the next: only the latest step can be in flight.
-  exclude = manager.latest_step() if manager.is_saving_in_progress() else None
-  for step in manager.all_steps():
-    directory = step_directory(manager, step)
-    if step == exclude or not os.path.isdir(directory) or os.path.exists(os.path.join(directory, MANIFEST)):
-      continue
+def _write_manifest(directory: str) -> None:
+  try:
     manifest = {name: [os.path.getsize(os.path.join(directory, name)), _digest(os.path.join(directory, name))]
                 for name in _files(directory)}
     tmp = os.path.join(directory, MANIFEST + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
       json.dump(manifest, f)
     os.replace(tmp, os.path.join(directory, MANIFEST))  # atomic: a kill leaves no half manifest
+  except FileNotFoundError:
+    if os.path.isdir(directory):
+      raise
+    # rotated away by orbax while it was being sealed: nothing to seal
+
+
+# Hashing a big state takes seconds (about 1.5 GB/s on one core): one background
+# thread does it while training goes on (hashlib lets go of the GIL on big chunks).
+_sealer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmccl_seal")
+_sealing: dict[str, concurrent.futures.Future] = {}  # checkpoints directory -> the seal job in flight
+
+
+def seal(manager: ocp.CheckpointManager, *, wait: bool = False) -> None:
+  """Starts writing the manifest of every finished step that has none (process 0; the files are on a shared disk).
+
+  One job per checkpoints directory at a time; its error (a full disk) is raised
+  by the next call. `wait` waits for it and seals what is left.
+  """
+  if jax.process_index() != 0:
+    return
+  key = os.fspath(manager.directory)
+  job = _sealing.get(key)
+  if job is not None:
+    if not (wait or job.done()):
+      return
+    del _sealing[key]
+    job.result()
+  # orbax finishes one save before it starts the next: only the latest step can be in flight.
+  exclude = manager.latest_step() if manager.is_saving_in_progress() else None
+  todo = [step_directory(manager, step) for step in manager.all_steps() if step != exclude]
+  todo = [d for d in todo if os.path.isdir(d) and not os.path.exists(os.path.join(d, MANIFEST))]
+  if not todo:
+    return
+  job = _sealer.submit(lambda: [_write_manifest(d) for d in todo])
+  if wait:
+    job.result()
+  else:
+    _sealing[key] = job
 
 
 def verify(manager: ocp.CheckpointManager, step: int) -> str | None:
@@ -208,14 +240,32 @@ def _first_line(e: BaseException) -> str:
   return f"{type(e).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
 
 
+def agreed(reason: str | None) -> str | None:
+  """`reason` where every process found none bad (None) or this one did; else that another process did.
+
+  A collective: all processes call it with their own finding, and all get a
+  reason when any has one, so they skip or restore the same step together.
+  """
+  if jax.process_count() == 1:
+    return reason
+  ok = multihost_utils.process_allgather(np.array(reason is None))
+  if reason is None and not ok.all():
+    return f"failed its check on process {int(np.argmin(ok))}"
+  return reason
+
+
 def checked_restore(manager: ocp.CheckpointManager, step: int, restore: Callable[[], Any]):
   """`restore()` of checkpoint `step`, after its manifest and before its finiteness is checked.
 
   Raises BadCheckpoint with the reason; any failure of orbax or tf.data to read a
   step counts as one (their messages, e.g. "Event loop is closed", rarely name the file).
+  On several processes, the manifest verdict is agreed before orbax's restore, which
+  ends at a barrier: a process that skipped a step there would leave the others
+  waiting. (A read failing on one process only, past a good manifest, still does:
+  orbax's barrier times out on the others.)
   """
   directory = step_directory(manager, step)
-  reason = verify(manager, step)
+  reason = agreed(verify(manager, step))
   if reason:
     raise BadCheckpoint(step, directory, reason)
   try:

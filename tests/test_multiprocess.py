@@ -10,6 +10,7 @@ computed from a checkpoint: the retrieval metrics, the GAN's scores, its samples
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -58,6 +59,31 @@ def _two(*args):
   return outs[0]
 
 
+def _bad_bytes(path):
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0xFF
+  open(path, "wb").write(data)
+
+
+AGREE = """
+import sys, jax
+jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+from cmccl_jax import checkpoints
+mine = "has a bad file" if jax.process_index() == 1 else None
+print(repr(checkpoints.agreed(mine)), repr(checkpoints.agreed(None)))
+"""
+
+
+def test_processes_agree_on_a_checkpoint_only_one_finds_bad():
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, "-c", AGREE, f"127.0.0.1:{port}", str(i)], cwd=REPO, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  assert outs[0][0].strip().splitlines()[-1] == "'failed its check on process 1' None", outs
+  assert outs[1][0].strip().splitlines()[-1] == "'has a bad file' None", outs
+
+
 def _scores(path):
   with open(path) as f:
     return {int(r["step"]): {k: float(v) for k, v in r.items() if k != "step"} for r in csv.DictReader(f)}
@@ -76,6 +102,18 @@ def test_two_processes_train_evaluate_and_sample_as_one(tmp_path):
   one_eval = _scores(os.path.join(stage1, "scores.csv"))[12]
   for key in ("t2i/R@1", "t2i/R@5", "i2t/R@1", "t2i/mAP", "i2t/mean_rank", "mean_cos/positive"):
     assert two_eval[f"eval/{key}"] == pytest.approx(one_eval[key], rel=1e-5, abs=1e-6), key
+
+  # A corrupt latest checkpoint: both processes skip it, fall back to step 8 and train to 12 again.
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(stage1, resumed)
+  step12 = os.path.join(resumed, "checkpoints", "12", "state")
+  _bad_bytes(max((os.path.join(r, n) for r, _, ns in os.walk(step12) for n in ns), key=os.path.getsize))
+  out = _two("--mode=train", f"--workdir={resumed}", f"--config=tests/tiny_config.py:{data_dir}",
+             "--config.eval_every_steps=12")
+  assert "skipped the bad checkpoint of step 12" in out and "resumed from step 8" in out, out
+  assert os.path.isdir(os.path.join(resumed, "checkpoints_bad", "12"))
+  assert sorted(os.listdir(os.path.join(resumed, "checkpoints"))) == sorted(os.listdir(os.path.join(stage1,
+                                                                                                   "checkpoints")))
 
   gan = str(tmp_path / "gan")
   gan_config = f"--config=tests/tiny_config.py:{data_dir},{stage1}"

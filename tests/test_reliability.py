@@ -173,6 +173,30 @@ def test_a_non_finite_state_is_never_written(trained, tiny_data_dir, tmp_path):
   assert manager.all_steps() == []
 
 
+def test_sealing_runs_beside_training_survives_rotation_and_reports_a_full_disk(experiment, monkeypatch):
+  manager = Workdir(experiment).checkpoint_manager(read_only=False)
+  for step in manager.all_steps():
+    os.remove(os.path.join(experiment, "checkpoints", str(step), checkpoints.MANIFEST))
+  digest = checkpoints._digest
+  def rotated_while_hashed(path):  # orbax's rotation deletes step 1 while the sealer reads it
+    if "/checkpoints/1/" in path:
+      shutil.rmtree(os.path.join(experiment, "checkpoints", "1"))
+      raise FileNotFoundError(path)
+    return digest(path)
+  monkeypatch.setattr(checkpoints, "_digest", rotated_while_hashed)
+  checkpoints.seal(manager, wait=True)
+  assert [checkpoints.verify(manager, s) for s in (4, 8, 12)] == [None] * 3
+  assert all(os.path.exists(os.path.join(experiment, "checkpoints", s, checkpoints.MANIFEST)) for s in ("4", "8", "12"))
+
+  os.remove(os.path.join(experiment, "checkpoints", "12", checkpoints.MANIFEST))
+  def full(path):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(checkpoints, "_digest", full)
+  checkpoints.seal(manager)  # starts the job in the background: returns at once
+  with pytest.raises(OSError, match="No space left"):
+    checkpoints.seal(manager, wait=True)  # the next call reports it
+
+
 def jax_tree_nan_first(tree):
   leaves, treedef = jax.tree.flatten(tree)
   leaves[0] = leaves[0] * float("nan")
