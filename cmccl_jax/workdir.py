@@ -129,17 +129,22 @@ class Workdir:
     if jax.process_index() == 0:
       self._write(name, config.to_json_best_effort(indent=2))
 
-  def start_config(self, config, resume_step: int | None, safe_changes) -> list[str]:
+  def start_config(self, config, resume_step: int | None, safe_changes, added=None) -> list[str]:
     """Checks `config` against the saved one before a run starts; saves it and appends to the history.
 
     Resuming (`resume_step` not None), a changed field must match one of the
     `safe_changes` (dotted names; a trailing ".*" covers a block): any other change
     alters shapes, data or what the checkpoints mean, and raises naming the fields,
-    with config.json left as it was. Returns one line per allowed change.
+    with config.json left as it was. A field of `added` ({dotted field: value}) absent from
+    the saved config counts as holding that value. Returns one line per allowed change.
     """
     new = json.loads(config.to_json_best_effort())
     old = json.loads(config_json_text(self.file(CONFIG))) if self.has_config() else None
-    changes = _diff(_flat(old), _flat(new)) if old is not None else {}
+    changes = {}
+    if old is not None:
+      flat_new = _flat(new)
+      added = {k: v for k, v in json.loads(json.dumps(added or {})).items() if k in flat_new}  # tuples as lists
+      changes = _diff({**added, **_flat(old)}, flat_new)
     if resume_step is not None:
       unsafe = {k: v for k, v in changes.items() if not _matches(k, safe_changes)}
       if unsafe:

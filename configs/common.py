@@ -33,10 +33,12 @@ def base() -> ml_collections.ConfigDict:
   # keeps the dataset's fixed stored size (synthetic_shapes: synthetic.image_size);
   # datasets of varying image size (COCO, folders) need a value, e.g. 224.
   c.data.image_size = config_dict.placeholder(int)
-  # Builder parameters of synthetic_shapes (ignored by other datasets).
+  # Builder parameters of synthetic_shapes (ignored by other datasets); configs/shapes_hard.py
+  # is the harder variant (more objects, binding and relation captions, distractors).
   c.data.synthetic = ml_collections.ConfigDict(dict(
       image_size=32, num_train=8000, num_validation=500, num_test=1000,
-      max_objects=4, num_captions=5, corrupt_fraction=0.0, seed=0))
+      max_objects=4, num_captions=5, corrupt_fraction=0.0, seed=0,
+      min_objects=1, caption_levels=("object", "sized_object", "pair", "relation", "scene"), distractors=False))
   # Builder parameters of coco_captions2014, read from a local COCO-2014 copy: root holds
   # train2014/, val2014/ and annotations/; karpathy_split is Karpathy's dataset_coco.json
   # ("" = train2014/val2014 as train/validation; relative paths are from root). Images

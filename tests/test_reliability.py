@@ -244,6 +244,20 @@ def test_a_resume_allows_safe_changes_and_keeps_the_config_history(experiment, t
   assert Workdir(experiment).checkpoint_steps()[-1] == 14
 
 
+def test_an_experiment_saved_before_a_field_existed_resumes_and_a_new_value_is_refused(experiment, tiny_data_dir,
+                                                                                     capsys):
+  path = os.path.join(experiment, "config.json")
+  saved = json.load(open(path))
+  for field in ("min_objects", "caption_levels", "distractors"):
+    del saved["data"]["synthetic"][field]
+  json.dump(saved, open(path, "w"))
+  loop.train(_config(tiny_data_dir, num_steps=13), experiment)
+  assert "resuming with config.num_steps: 12 -> 13" in capsys.readouterr().out
+  json.dump(saved, open(path, "w"))  # without the fields again
+  with pytest.raises(UserError, match=r"config.data.synthetic.distractors: false -> true"):
+    loop.train(_config(tiny_data_dir, num_steps=13, **{"data.synthetic.distractors": True}), experiment)
+
+
 def test_an_eval_missed_by_a_kill_runs_on_resume(experiment, tiny_data_dir, capsys):
   wd = Workdir(experiment)
   records = wd.read_metrics()

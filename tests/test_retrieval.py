@@ -1,23 +1,53 @@
+import itertools
 import math
 import statistics
 
 import numpy as np
 import pytest
 
-from cmccl_jax.evaluation.retrieval import retrieval_metrics
+from cmccl_jax.evaluation.retrieval import paired_ceiling, retrieval_metrics
 
 log2 = math.log2
 
 
-def reference_metrics(similarity, caption_to_image, ks, ndcg_k):
-  """Brute force, one query at a time: Python sort, then every metric by loops."""
+def ranked_metrics(ranked, ks, ndcg_k):
+  """Every per-query metric of one ranking, given as its items' relevance in rank order."""
+  num_pos = sum(ranked)
+  hits, precisions = 0, []
+  for position, rel in enumerate(ranked, start=1):
+    if rel:
+      hits += 1
+      precisions.append(hits / position)
+  dcg = sum(1 / log2(i + 2) for i in range(min(ndcg_k, len(ranked))) if ranked[i])
+  ideal = sum(1 / log2(i + 2) for i in range(min(num_pos, ndcg_k)))
+  row = {
+      "first": ranked.index(True) + 1,
+      "ap": sum(precisions) / num_pos,
+      "ndcg": dcg / ideal,
+      "rprec": sum(ranked[:num_pos]) / num_pos,
+  }
+  for k in ks:
+    row[f"hit{k}"] = any(ranked[:k])
+    row[f"prec{k}"] = sum(ranked[:k]) / k
+  return row
+
+
+def reference_metrics(similarity, caption_to_image, ks, ndcg_k, relevance=None):
+  """Brute force, one query at a time: Python sort, then every metric by loops.
+
+  The positives are the paired items, or with `relevance` the True entries of it
+  (then only the per-direction metrics are returned)."""
   similarity = np.asarray(similarity, dtype=np.float64).tolist()
   caption_to_image = list(caption_to_image)
   num_images, num_captions = len(similarity), len(caption_to_image)
+  if relevance is None:
+    positive = lambda i, j: caption_to_image[j] == i
+  else:
+    positive = lambda i, j: bool(relevance[i][j])
   queries = {
-      "i2t": [([similarity[i][j] for j in range(num_captions)], [caption_to_image[j] == i for j in range(num_captions)])
+      "i2t": [([similarity[i][j] for j in range(num_captions)], [positive(i, j) for j in range(num_captions)])
               for i in range(num_images)],
-      "t2i": [([similarity[i][j] for i in range(num_images)], [caption_to_image[j] == i for i in range(num_images)])
+      "t2i": [([similarity[i][j] for i in range(num_images)], [positive(i, j) for i in range(num_images)])
               for j in range(num_captions)],
   }
   out = {}
@@ -26,24 +56,7 @@ def reference_metrics(similarity, caption_to_image, ks, ndcg_k):
     for scores, relevant in direction_queries:
       # Higher score first; among equal scores False (negative) sorts before True.
       ranked = [rel for _, rel in sorted(zip(scores, relevant), key=lambda pair: (-pair[0], pair[1]))]
-      num_pos = sum(ranked)
-      hits, precisions = 0, []
-      for position, rel in enumerate(ranked, start=1):
-        if rel:
-          hits += 1
-          precisions.append(hits / position)
-      dcg = sum(1 / log2(i + 2) for i in range(min(ndcg_k, len(ranked))) if ranked[i])
-      ideal = sum(1 / log2(i + 2) for i in range(min(num_pos, ndcg_k)))
-      row = {
-          "first": ranked.index(True) + 1,
-          "ap": sum(precisions) / num_pos,
-          "ndcg": dcg / ideal,
-          "rprec": sum(ranked[:num_pos]) / num_pos,
-      }
-      for k in ks:
-        row[f"hit{k}"] = any(ranked[:k])
-        row[f"prec{k}"] = sum(ranked[:k]) / k
-      rows.append(row)
+      rows.append(ranked_metrics(ranked, ks, ndcg_k))
 
     def mean(key):
       return sum(r[key] for r in rows) / len(rows)
@@ -57,6 +70,8 @@ def reference_metrics(similarity, caption_to_image, ks, ndcg_k):
     out[f"{direction}/median_rank"] = statistics.median(r["first"] for r in rows)
     out[f"{direction}/mean_rank"] = mean("first")
 
+  if relevance is not None:
+    return out
   out["chance/t2i_R@1"] = 100 / num_images
   out["chance/i2t_R@1"] = 100 * sum(caption_to_image.count(i) / num_captions for i in range(num_images)) / num_images
   positives, negatives = [], []
@@ -273,3 +288,79 @@ def _with_value_at(array, index, value):
 def test_invalid_inputs_raise(similarity, caption_to_image, kwargs, message):
   with pytest.raises(ValueError, match=message):
     retrieval_metrics(similarity, caption_to_image, **kwargs)
+
+
+def random_relevance(seed, caption_to_image, p=0.3):
+  """Each caption also true of other images with probability p, and always of its own."""
+  rng = np.random.default_rng(seed)
+  num_images = caption_to_image.max() + 1
+  relevance = rng.random((num_images, caption_to_image.size)) < p
+  relevance[caption_to_image, np.arange(caption_to_image.size)] = True
+  return relevance
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_semantic_metrics_count_every_true_item_as_a_positive(seed):
+  similarity, caption_to_image = random_problem(seed, tie_levels=3 if seed % 2 else None)
+  relevance = random_relevance(seed, caption_to_image)
+  got = retrieval_metrics(similarity, caption_to_image, ks=(1, 5), ndcg_k=4, chunk_size=2, relevance=relevance)
+  want = reference_metrics(similarity, caption_to_image, (1, 5), 4, relevance=relevance)
+  for key, value in want.items():
+    assert got[f"semantic/{key}"] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+  paired = retrieval_metrics(similarity, caption_to_image, ks=(1, 5), ndcg_k=4)
+  assert {k: v for k, v in got.items() if not k.startswith(("semantic/", "ceiling/"))} == paired
+
+
+def expected_paired_by_enumeration(true, paired, ks, ndcg_k):
+  """The mean paired metrics over every order of a query's true items ranked first: all permutations."""
+  true_items = [i for i, t in enumerate(true) if t]
+  rest = [bool(paired[i]) for i, t in enumerate(true) if not t]  # never paired: their order does not matter
+  rows = [ranked_metrics([bool(paired[i]) for i in order] + rest, ks, ndcg_k)
+          for order in itertools.permutations(true_items)]
+  return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
+
+
+def test_paired_ceiling_is_the_mean_over_every_order_of_the_true_items():
+  ks, ndcg_k = (1, 2, 3, 5, 10), 3
+  rng = np.random.default_rng(0)
+  for _ in range(25):
+    num_items = int(rng.integers(2, 8))
+    true = rng.random(num_items) < 0.6
+    true[rng.integers(num_items)] = True
+    paired = true & (rng.random(num_items) < 0.5)
+    paired[rng.choice(np.flatnonzero(true))] = True
+    want = expected_paired_by_enumeration(true, paired, ks, ndcg_k)
+    got = paired_ceiling(np.array([true.sum()]), np.array([paired.sum()]), ks, ndcg_k, num_items)
+    for k in ks:
+      assert got[f"R@{k}"] == pytest.approx(100 * want[f"hit{k}"]), (true, paired, k)
+      assert got[f"P@{k}"] == pytest.approx(100 * want[f"prec{k}"])
+    assert got["mAP"] == pytest.approx(100 * want["ap"])
+    assert got[f"NDCG@{ndcg_k}"] == pytest.approx(100 * want["ndcg"])
+    assert got["R-precision"] == pytest.approx(100 * want["rprec"])
+    assert got["mean_rank"] == pytest.approx(want["first"])
+
+
+def test_an_oracle_scores_100_semantically_and_the_ceiling_on_the_paired_metrics():
+  """Oracle similarity: 1 on every true pair plus noise that orders the true items at random."""
+  _, caption_to_image = random_problem(3, num_images=12)
+  relevance = random_relevance(3, caption_to_image, p=0.25)
+  rng = np.random.default_rng(1)
+  draws = [retrieval_metrics(relevance + 0.5 * rng.random(relevance.shape), caption_to_image,
+                             relevance=relevance) for _ in range(400)]
+  for key in ("R@1", "R@5", "mAP", "NDCG@10", "R-precision"):
+    for d in ("i2t", "t2i"):
+      assert all(m[f"semantic/{d}/{key}"] == pytest.approx(100) for m in draws), (d, key)
+      mean = np.mean([m[f"{d}/{key}"] for m in draws])
+      sem = np.std([m[f"{d}/{key}"] for m in draws]) / np.sqrt(len(draws))
+      assert abs(mean - draws[0][f"ceiling/{d}/{key}"]) < 4 * sem + 1e-9, (d, key, mean)
+  assert draws[0]["ceiling/t2i/R@1"] < 60  # the problem has headroom: many captions fit several images
+
+
+@pytest.mark.parametrize("relevance,message", [
+    (np.ones((3, 5), bool), "relevance must be bool of shape"),
+    (np.ones((3, 6), np.int32), "relevance must be bool of shape"),
+    (np.zeros((3, 6), bool), r"relevance\[0, 0\] is False, but caption 0 is paired with image 0"),
+])
+def test_bad_relevance_is_named(relevance, message):
+  with pytest.raises(ValueError, match=message):
+    retrieval_metrics(HAND_SIMILARITY, HAND_CAPTION_TO_IMAGE, relevance=relevance)

@@ -25,7 +25,7 @@ def _tokens(caption):
 
 # ---------------------------------------------------------------- an independent caption checker
 _WORD_NUMBER = {w: k + 1 for k, w in enumerate(ss.NUMBER_WORDS)}
-_SINGULAR = {**{s: s for s in ss.SHAPES}, **{ss._PLURALS[s]: s for s in ss.SHAPES}}
+_SINGULAR = {**{s: s for s in ss.SHAPES}, **{ss.PLURALS[s]: s for s in ss.SHAPES}}
 
 
 def _matches(obj, words):

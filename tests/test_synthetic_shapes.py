@@ -18,7 +18,8 @@ def test_default_config_name_encodes_every_parameter():
   # The generator's parameters, nothing of the curriculum: scores are builds of their own.
   assert config.name == "s32-tr8000-va500-te1000-o4-c5-p0.0-seed0"
   changes = dict(image_size=64, num_train=7, num_validation=7, num_test=7, max_objects=3, num_captions=3,
-                 corrupt_fraction=0.125, seed=3)
+                 corrupt_fraction=0.125, seed=3, min_objects=2, caption_levels=("relation", "scene"),
+                 distractors=True)
   fields = {f.name for f in dataclasses.fields(synthetic_shapes.SyntheticShapesConfig)}
   assert set(changes) == fields - {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
   names = {synthetic_shapes.synthetic_shapes_config(**{k: v}).name for k, v in changes.items()}

@@ -113,8 +113,9 @@ def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenize
 
 def eval_examples(builder: tfds.core.DatasetBuilder, split: str, tokenizer: Tokenizer,
                   batch_size: int, image_size: int, difficulty: RunDifficulty | None = None):
-  """Yields {'image': uint8 [b, S, S, 3], 'tokens': int32 [b, C, L], 'id': [b]}, and with `difficulty`
-  'difficulty': {scorer: [b]} of every scorer the run reads.
+  """Yields {'image': uint8 [b, S, S, 3], 'tokens': int32 [b, C, L], 'captions': bytes [b, C], 'id': [b]},
+  with `difficulty` 'difficulty': {scorer: [b]} of every scorer the run reads, and for a dataset with
+  distractor captions 'distractor_tokens': int32 [b, C, L].
 
   Images are resized (shorter side to `image_size`) and centre-cropped, never
   augmented. Images with fewer captions get all-padding rows. The last batch may
@@ -124,7 +125,9 @@ def eval_examples(builder: tfds.core.DatasetBuilder, split: str, tokenizer: Toke
 
   def prepare(example):
     out = {"image": augment.resize_shorter_center_crop(example["image"], image_size),
-           "tokens": tokenizer(example["captions"]), "id": example["id"]}
+           "tokens": tokenizer(example["captions"]), "captions": example["captions"], "id": example["id"]}
+    if "distractors" in example:
+      out["distractor_tokens"] = tokenizer(example["distractors"])
     if scores is not None:
       out["difficulty"] = scores(example["id"])
     return out

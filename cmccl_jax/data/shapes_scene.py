@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 SHAPES = ("circle", "cross", "diamond", "square", "triangle")
-_PLURALS = types.MappingProxyType({s: s + ("es" if s.endswith("s") else "s") for s in SHAPES})
+PLURALS = types.MappingProxyType({s: s + ("es" if s.endswith("s") else "s") for s in SHAPES})
 
 # Pairwise RGB distances are >= 140 and >= 180 from the background, so a colour
 # stays nameable after the background noise; no name starts with a vowel, so
@@ -89,7 +89,7 @@ class Scene:
 VOCAB = tuple(sorted(set(
     [",", ":", "a", "and", "shape", "shapes", "small", "large"]
     + [w for r in RELATIONS for w in r.split()]
-    + list(SHAPES) + list(_PLURALS.values()) + list(COLOURS) + list(NUMBER_WORDS))))
+    + list(SHAPES) + list(PLURALS.values()) + list(COLOURS) + list(NUMBER_WORDS))))
 
 
 def _try_layout(rng: np.random.Generator, num_objects: int) -> tuple[SceneObject, ...] | None:
@@ -118,16 +118,16 @@ def _try_layout(rng: np.random.Generator, num_objects: int) -> tuple[SceneObject
   return tuple(objects)
 
 
-def sample_scene(rng: np.random.Generator, max_objects: int = 4) -> Scene:
-  """A scene of 1..max_objects objects, uniform in number, shape, colour and size.
+def sample_scene(rng: np.random.Generator, max_objects: int = 4, min_objects: int = 1) -> Scene:
+  """A scene of min_objects..max_objects objects, uniform in number, shape, colour and size.
 
   Positions are rejection-sampled so that the objects' boxes keep a gap; a layout
   that gets stuck is restarted with fresh attributes, which biases 5-object scenes
   towards small objects: four large boxes already fill the image.
   """
-  if not 1 <= max_objects <= MAX_OBJECTS:
-    raise ValueError(f"max_objects must be in 1..{MAX_OBJECTS}, got {max_objects}")
-  num_objects = int(rng.integers(1, max_objects + 1))
+  if not 1 <= min_objects <= max_objects <= MAX_OBJECTS:
+    raise ValueError(f"need 1 <= min_objects <= max_objects <= {MAX_OBJECTS}, got {min_objects} and {max_objects}")
+  num_objects = int(rng.integers(min_objects, max_objects + 1))
   for _ in range(_LAYOUT_TRIES):
     objects = _try_layout(rng, num_objects)
     if objects is not None:
@@ -222,7 +222,7 @@ def _scene_caption(scene: Scene, rng: np.random.Generator) -> str:
     groups = [_counted(k, f"{c} shape", f"{c} shapes") for c, k in _by_count(counts)]
   else:
     counts = collections.Counter(o.shape for o in objects)
-    groups = [_counted(k, s, _PLURALS[s]) for s, k in _by_count(counts)]
+    groups = [_counted(k, s, PLURALS[s]) for s, k in _by_count(counts)]
   return _join(groups)
 
 
@@ -248,17 +248,21 @@ def caption(scene: Scene, level: int, rng: np.random.Generator) -> str:
   raise ValueError(f"caption level must be in 0..{len(CAPTION_LEVELS) - 1}, got {level}")
 
 
-def captions(scene: Scene, rng: np.random.Generator, num_captions: int = 5) -> tuple[list[str], list[int]]:
+def captions(scene: Scene, rng: np.random.Generator, num_captions: int = 5,
+             levels: Sequence[str] = CAPTION_LEVELS) -> tuple[list[str], list[int]]:
   """num_captions true captions and their levels (indices into CAPTION_LEVELS).
 
-  Levels cycle through a random permutation of the levels the scene allows
+  Levels cycle through a random permutation of those of `levels` the scene allows
   (pairs and relations need two objects), so every allowed level appears once
   before any repeats: with 5 captions a multi-object scene gets one of each.
   """
-  allowed = [0, 1, 4] if len(scene.objects) == 1 else list(range(len(CAPTION_LEVELS)))
+  wanted = [CAPTION_LEVELS.index(name) for name in levels]
+  allowed = [k for k in wanted if len(scene.objects) > 1 or k not in (2, 3)]
+  if not allowed:
+    raise ValueError(f"a one-object scene has no caption of the levels {tuple(levels)}")
   order = [allowed[k] for k in rng.permutation(len(allowed))]
-  levels = [order[k % len(order)] for k in range(num_captions)]
-  return [caption(scene, level, rng) for level in levels], levels
+  drawn = [order[k % len(order)] for k in range(num_captions)]
+  return [caption(scene, level, rng) for level in drawn], drawn
 
 
 def complexity(scene: Scene) -> float:
@@ -298,17 +302,31 @@ def corruption_partner(seed: int, index: int, corrupt_fraction: float, num_examp
   return (index + 1 + int(rng.integers(num_examples - 1))) % num_examples
 
 
-def _scene_and_captions(seed: int, split_id: int, index: int, max_objects: int,
-                        num_captions: int) -> tuple[Scene, list[str], list[int]]:
-  rng = np.random.default_rng([seed, split_id, index])
-  scene = sample_scene(rng, max_objects)
-  texts, levels = captions(scene, rng, num_captions)
-  return scene, texts, levels
+def _scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
+  if split not in SPLITS:
+    raise ValueError(f"unknown split {split!r}; known splits: {', '.join(SPLITS)}")
+  if not 0 <= index < ID_STRIDE:
+    raise ValueError(f"index must be in [0, {ID_STRIDE}), got {index}")
+  return np.random.default_rng([seed, SPLITS.index(split), index])
+
+
+def scene(seed: int, split: str, index: int, max_objects: int = 4, min_objects: int = 1) -> Scene:
+  """The scene of example `index` of `split` (its image; its captions unless corrupted)."""
+  return sample_scene(_scene_rng(seed, split, index), max_objects, min_objects)
+
+
+def _scene_and_captions(seed: int, split: str, index: int, max_objects: int, min_objects: int,
+                        num_captions: int, levels: Sequence[str]) -> tuple[Scene, list[str], list[int]]:
+  rng = _scene_rng(seed, split, index)
+  sampled = sample_scene(rng, max_objects, min_objects)
+  texts, drawn = captions(sampled, rng, num_captions, levels)
+  return sampled, texts, drawn
 
 
 def make_example(seed: int, split: str, index: int, image_size: int = 32, max_objects: int = 4,
                  num_captions: int = 5, corrupt_fraction: float = 0.0,
-                 num_examples: int = 0) -> dict[str, Any]:
+                 num_examples: int = 0, min_objects: int = 1,
+                 caption_levels: Sequence[str] = CAPTION_LEVELS) -> dict[str, Any]:
   """Example `index` of `split`, a function of (seed, split, index) and the sizes.
 
   A corrupt_fraction of train examples carry the captions (and levels) of another
@@ -316,23 +334,19 @@ def make_example(seed: int, split: str, index: int, image_size: int = 32, max_ob
   validation and test are never corrupted. `complexity` and `num_objects` stay
   those of the example's own image.
   """
-  if split not in SPLITS:
-    raise ValueError(f"unknown split {split!r}; known splits: {', '.join(SPLITS)}")
-  split_id = SPLITS.index(split)
-  if not 0 <= index < ID_STRIDE:
-    raise ValueError(f"index must be in [0, {ID_STRIDE}), got {index}")
-  scene, texts, levels = _scene_and_captions(seed, split_id, index, max_objects, num_captions)
+  sizes = (max_objects, min_objects, num_captions, caption_levels)
+  own, texts, levels = _scene_and_captions(seed, split, index, *sizes)
   partner = None
   if split == "train":
     partner = corruption_partner(seed, index, corrupt_fraction, num_examples)
   if partner is not None:
-    _, texts, levels = _scene_and_captions(seed, split_id, partner, max_objects, num_captions)
+    _, texts, levels = _scene_and_captions(seed, split, partner, *sizes)
   return {
-      "image": render(scene, image_size),
+      "image": render(own, image_size),
       "captions": texts,
       "caption_levels": levels,
-      "complexity": complexity(scene),
-      "num_objects": len(scene.objects),
+      "complexity": complexity(own),
+      "num_objects": len(own.objects),
       "corrupted": partner is not None,
-      "id": split_id * ID_STRIDE + index,
+      "id": SPLITS.index(split) * ID_STRIDE + index,
   }

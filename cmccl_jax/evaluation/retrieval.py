@@ -6,8 +6,9 @@ recall, precision, mAP, NDCG, R-precision and rank statistics from them. Host-si
 numpy only: it runs once per evaluation on gathered embeddings, not in a jitted step.
 """
 
+import functools
 import operator
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -20,6 +21,7 @@ def retrieval_metrics(
     ks: Sequence[int] = (1, 5, 10),
     ndcg_k: int = 10,
     chunk_size: int = 1024,
+    relevance: np.ndarray | None = None,
 ) -> dict[str, float]:
   """Image→text and text→image retrieval metrics, in percent as papers report them.
 
@@ -32,6 +34,9 @@ def retrieval_metrics(
     ndcg_k: cut-off for NDCG.
     chunk_size: queries ranked at once. Extra memory is O(chunk_size × num_items),
       so a 5k × 25k COCO matrix never needs a second full-size copy.
+    relevance: optional bool [num_images, num_captions], True where caption j is
+      true of image i (a dataset that knows its scenes supplies it). It must hold
+      every paired (image, caption).
 
   Returns:
     For each direction d — 'i2t' (each image queries all captions; its positives
@@ -48,6 +53,12 @@ def retrieval_metrics(
     100 × mean over images of (its captions / num_captions), the R@1 a random
     ranking gets in expectation; mean_cos/positive and mean_cos/negative, the mean
     similarity of matching and of non-matching pairs (NaN with a single image).
+    With `relevance`, also semantic/d/<metric>: the same metrics with every true
+    item as a positive; and ceiling/d/<metric>: the expected paired metric of a
+    perfect model that knows what is true and nothing more, so ranks every true
+    item first in random order (`paired_ceiling`; no median rank, whose
+    expectation has no closed form). A model that also guesses which true item
+    was paired (an image's own captions tend to be its most specific) can beat it.
 
   Ties are broken pessimistically: among equal scores every negative ranks ahead of
   every positive. Any other rule lets a collapsed model that scores everything the
@@ -59,7 +70,8 @@ def retrieval_metrics(
   Raises:
     ValueError: naming the offending value, for wrong shapes or dtypes, non-finite
       similarities, caption indices outside [0, num_images), an image without
-      captions, or ks / ndcg_k / chunk_size below 1.
+      captions, a relevance of the wrong shape or missing a pair, or ks / ndcg_k /
+      chunk_size below 1.
   """
   ks = tuple(_positive_int(k, "ks entry") for k in ks)
   ndcg_k = _positive_int(ndcg_k, "ndcg_k")
@@ -67,13 +79,23 @@ def retrieval_metrics(
   similarity, caption_to_image = _validated_inputs(similarity, caption_to_image, chunk_size)
   num_images, num_captions = similarity.shape
 
+  if relevance is not None:
+    relevance = _validated_relevance(relevance, caption_to_image, similarity.shape)
+  captions_per_image = np.bincount(caption_to_image, minlength=num_images)
   metrics = {}
   for direction in _DIRECTIONS:
-    chunks = _query_chunks(direction, similarity, caption_to_image, chunk_size)
-    stats = _concatenate(_query_stats(scores, relevant, ks, ndcg_k) for scores, relevant in chunks)
+    paired_rows = functools.partial(_paired_rows, direction, caption_to_image, num_images)
+    stats = _direction_stats(direction, similarity, paired_rows, ks, ndcg_k, chunk_size)
     metrics.update(_summarise(direction, stats, ks, ndcg_k))
+    if relevance is None:
+      continue
+    true = relevance if direction == "i2t" else relevance.T
+    stats = _direction_stats(direction, similarity, lambda start, stop: true[start:stop], ks, ndcg_k, chunk_size)
+    metrics.update(_summarise(f"semantic/{direction}", stats, ks, ndcg_k))
+    num_paired = captions_per_image if direction == "i2t" else np.ones(num_captions, int)
+    ceiling = paired_ceiling(true.sum(axis=1), num_paired, ks, ndcg_k, true.shape[1])
+    metrics.update({f"ceiling/{direction}/{name}": value for name, value in ceiling.items()})
 
-  captions_per_image = np.bincount(caption_to_image, minlength=num_images)
   metrics["chance/t2i_R@1"] = 100.0 / num_images
   # Written as the expectation it is; the caption counts sum to num_captions, so it
   # always equals 100 / num_images.
@@ -130,18 +152,70 @@ def _validated_inputs(similarity, caption_to_image, chunk_size: int) -> tuple[np
   return similarity, caption_to_image
 
 
-def _query_chunks(direction: str, similarity: np.ndarray, caption_to_image: np.ndarray,
-                  chunk_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """Yields (scores [c, num_items], relevant bool [c, num_items]) for each chunk of queries."""
-  num_images, num_captions = similarity.shape
+def _validated_relevance(relevance, caption_to_image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+  relevance = np.asarray(relevance)
+  if relevance.shape != shape or relevance.dtype != bool:
+    raise ValueError(f"relevance must be bool of shape {shape} like similarity, got {relevance.dtype} "
+                     f"{relevance.shape}")
+  missing = np.flatnonzero(~relevance[caption_to_image, np.arange(shape[1])])
+  if missing.size:
+    j = missing[0]
+    raise ValueError(f"relevance[{caption_to_image[j]}, {j}] is False, but caption {j} is paired with image "
+                     f"{caption_to_image[j]}: a caption must be true of its own image (corrupted pairs belong in "
+                     "training data only)")
+  return relevance
+
+
+def _paired_rows(direction: str, caption_to_image: np.ndarray, num_images: int, start: int, stop: int) -> np.ndarray:
+  """Which items are paired with the queries start..stop of `direction`, bool [stop - start, num_items]."""
   if direction == "i2t":
-    for start in range(0, num_images, chunk_size):
-      stop = min(start + chunk_size, num_images)
-      yield similarity[start:stop], caption_to_image[None, :] == np.arange(start, stop)[:, None]
-  else:
-    for start in range(0, num_captions, chunk_size):
-      stop = min(start + chunk_size, num_captions)
-      yield similarity[:, start:stop].T, caption_to_image[start:stop, None] == np.arange(num_images)[None, :]
+    return caption_to_image[None, :] == np.arange(start, stop)[:, None]
+  return caption_to_image[start:stop, None] == np.arange(num_images)[None, :]
+
+
+def _direction_stats(direction: str, similarity: np.ndarray, relevant_rows, ks, ndcg_k: int,
+                     chunk_size: int) -> dict[str, np.ndarray]:
+  """Per-query stats of `direction` (images query captions: i2t; captions query images: t2i), a chunk of
+  queries at a time; `relevant_rows(start, stop)` gives the chunk's bool [stop - start, num_items]."""
+  scores = similarity if direction == "i2t" else similarity.T  # a view: each chunk is copied once, by the sort
+  return _concatenate(
+      _query_stats(scores[start:start + chunk_size], relevant_rows(start, min(start + chunk_size, len(scores))),
+                   ks, ndcg_k)
+      for start in range(0, len(scores), chunk_size))
+
+
+def paired_ceiling(num_true: np.ndarray, num_paired: np.ndarray, ks: Sequence[int], ndcg_k: int,
+                   num_items: int) -> dict[str, float]:
+  """The paired metrics a perfect model scores in expectation, in percent (mean rank in ranks).
+
+  Per query with T true items of which P are its paired positives, a perfect
+  model ranks the T true items first, in uniformly random order. With H_T the T-th
+  harmonic number:
+    R@k = 1 - C(T-P, k) / C(T, k)          (1 when k >= T)
+    P@k = min(k, T) P / (T k)
+    AP  = ((P-1)/(T-1) (T - H_T) + H_T) / T  (1 when T = 1; Bestgen 2015)
+    NDCG@k = (P/T) sum_{r<=min(k,T)} 1/log2(r+1) / sum_{r<=min(P,k)} 1/log2(r+1)
+    R-precision = P / T,   first rank = (T+1) / (P+1).
+  """
+  t = np.asarray(num_true, np.float64)
+  p = np.asarray(num_paired, np.float64)
+  out = {}
+  for k in ks:
+    miss = np.ones_like(t)
+    for i in range(k):  # C(T-P, k) / C(T, k) as a product; k is small
+      miss *= np.clip((t - p - i) / np.maximum(t - i, 1.0), 0.0, None)
+    out[f"R@{k}"] = float(100.0 * np.mean(1.0 - miss))
+    out[f"P@{k}"] = float(100.0 * np.mean(np.minimum(k, t) * p / (t * k)))
+  harmonic = np.cumsum(1.0 / np.arange(1, num_items + 1))[t.astype(int) - 1]
+  ap = np.where(t > 1, ((p - 1) / np.maximum(t - 1, 1) * (t - harmonic) + harmonic) / t, 1.0)
+  out["mAP"] = float(100.0 * np.mean(ap))
+  cut = min(ndcg_k, num_items)
+  discounts = np.cumsum(1.0 / np.log2(np.arange(2, cut + 2)))
+  dcg = p / t * discounts[np.minimum(t, cut).astype(int) - 1]
+  out[f"NDCG@{ndcg_k}"] = float(100.0 * np.mean(dcg / discounts[np.minimum(p, cut).astype(int) - 1]))
+  out["R-precision"] = float(100.0 * np.mean(p / t))
+  out["mean_rank"] = float(np.mean((t + 1) / (p + 1)))
+  return out
 
 
 def _positive_ranks(scores: np.ndarray, relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

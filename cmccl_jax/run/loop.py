@@ -15,7 +15,7 @@ from clu import metric_writers
 from cmccl_jax import checkpoints, parallel, summaries
 from cmccl_jax.errors import UserError
 from cmccl_jax.scoring.score_shards import prepare_data
-from cmccl_jax.tasks import base, make_task, safe_on_resume
+from cmccl_jax.tasks import added_fields, base, make_task, safe_on_resume
 from cmccl_jax.workdir import TEST, Workdir, write_error
 
 # The main evaluator, whose metrics scores.csv lists without their `eval/` prefix.
@@ -144,7 +144,7 @@ def _train(config, wd: Workdir) -> dict[str, float]:
   name = wd.name
   manager = wd.checkpoint_manager(every_steps=int(config.checkpoint_every_steps),
                                   keep=int(config.keep_checkpoints), read_only=False)
-  for line in wd.start_config(config, manager.latest_step(), safe_on_resume(config)):
+  for line in wd.start_config(config, manager.latest_step(), safe_on_resume(config), added_fields(config)):
     print(f"[{name}] resuming with {line}", flush=True)
 
   # ------------------------------------------------------------------ task: mesh, input, model, sharding

@@ -29,3 +29,8 @@ def make_task(config, workdir: Workdir) -> Task:
 def safe_on_resume(config) -> tuple[str, ...]:
   """The fields a resume of `config`'s task may change (the task's SAFE_ON_RESUME)."""
   return TASKS[config.model_type][0].SAFE_ON_RESUME
+
+
+def added_fields(config) -> dict:
+  """The fields newer than some saved experiments, with the values that mean the old behaviour."""
+  return TASKS[config.model_type][0].ADDED_FIELDS

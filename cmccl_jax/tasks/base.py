@@ -54,6 +54,13 @@ class Task(abc.ABC):
   SAFE_ON_RESUME: tuple[str, ...] = (
       "num_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
       "eval_batch_size", "evals.*", "data.auto_prepare")
+  # Fields added after experiments were saved without them: {dotted field: the value that does what
+  # the code did before}. Resuming such an experiment with that value is no change.
+  ADDED_FIELDS: dict[str, Any] = {
+      "data.synthetic.min_objects": 1,
+      "data.synthetic.caption_levels": ["object", "sized_object", "pair", "relation", "scene"],
+      "data.synthetic.distractors": False,
+  }
 
   config: Any
   mesh: Any

@@ -17,7 +17,14 @@ from cmccl_jax.tasks.dual_encoder import dashboard, step as dual_encoder_step
 
 
 class RetrievalEvaluator(Evaluator):
-  """Image→text and text→image retrieval; every caption of an image is a positive."""
+  """Image→text and text→image retrieval; every caption of an image is a positive.
+
+  A dataset that knows which images a caption is true of (a builder with
+  `relevance(split, ids, captions)`, e.g. synthetic_shapes) adds the semantic
+  metrics and the paired metrics' ceilings; one with distractor captions adds
+  distractor/accuracy, the percentage of (image, caption) pairs whose caption
+  scores above its one-word-off false twin (ties count as wrong).
+  """
 
   def __init__(self, builder, split: str, tokenizer, mesh, model, param_shardings, batch_size: int,
                image_size: int, difficulty=None):
@@ -27,6 +34,8 @@ class RetrievalEvaluator(Evaluator):
     parallel.local_batch_size(batch_size, mesh, "config.eval_batch_size")  # fails before any work
     self._examples = functools.partial(pipeline.eval_examples, builder, split, tokenizer, batch_size, image_size,
                                       difficulty)
+    self._relevance_of = functools.partial(builder.relevance, split) if hasattr(builder, "relevance") else None
+    self._relevance = None  # computed at the first evaluation: the split does not change
     data = parallel.data_sharding(mesh)
     out = parallel.replicated(mesh)
     self._embed_images = jax.jit(functools.partial(dual_encoder_step.embed_images, model=model),
@@ -55,7 +64,7 @@ class RetrievalEvaluator(Evaluator):
 
   def __call__(self, state) -> dict[str, float]:
     params = state.params
-    image_emb, tokens, owners, difficulty = [], [], [], []
+    image_emb, tokens, owners, difficulty, ids, texts, distractors = [], [], [], [], [], [], []
     offset = 0
     for batch in self._examples():
       n = batch["image"].shape[0]
@@ -64,13 +73,25 @@ class RetrievalEvaluator(Evaluator):
       tokens.append(batch["tokens"][caption_valid])
       owners.append(offset + np.nonzero(caption_valid)[0])
       difficulty.append(batch.get("difficulty", {}))
+      ids.append(batch["id"])
+      texts += [t.decode("utf-8") for t in batch["captions"][caption_valid]]
+      if "distractor_tokens" in batch:
+        distractors.append(batch["distractor_tokens"][caption_valid])
       offset += n
     image_emb = np.concatenate(image_emb)
     tokens, owners = np.concatenate(tokens), np.concatenate(owners)
     text_emb = self._embed(self._embed_texts, params, tokens)
     if self._predict is not None:
       self.last_difficulty = self._difficulty_report(params, image_emb, text_emb, tokens, owners, difficulty)
-    return retrieval_metrics(image_emb @ text_emb.T, owners)
+    if self._relevance_of is not None and self._relevance is None:
+      self._relevance = self._relevance_of(np.concatenate(ids), texts)
+    scores = retrieval_metrics(image_emb @ text_emb.T, owners, relevance=self._relevance)
+    if distractors:
+      false_emb = self._embed(self._embed_texts, params, np.concatenate(distractors))
+      true_score = np.sum(image_emb[owners] * text_emb, axis=-1)
+      scores["distractor/accuracy"] = float(100.0 * np.mean(true_score > np.sum(image_emb[owners] * false_emb,
+                                                                                 axis=-1)))
+    return scores
 
   def _difficulty_report(self, params, image_emb, text_emb, tokens, owners, difficulty) -> dict:
     """The difficulty head's prediction for every image with its first caption, and its Spearman ρ with
@@ -84,8 +105,14 @@ class RetrievalEvaluator(Evaluator):
 
 
   def summary(self, scores: dict[str, float]) -> str:
-    return (f"t2i R@1 {scores['t2i/R@1']:.2f} R@5 {scores['t2i/R@5']:.2f} | i2t R@1 {scores['i2t/R@1']:.2f} "
+    line = (f"t2i R@1 {scores['t2i/R@1']:.2f} R@5 {scores['t2i/R@5']:.2f} | i2t R@1 {scores['i2t/R@1']:.2f} "
             f"R@5 {scores['i2t/R@5']:.2f} | chance t2i R@1 {scores['chance/t2i_R@1']:.2f}")
+    if "semantic/t2i/R@1" in scores:
+      line += (f" | semantic t2i R@1 {scores['semantic/t2i/R@1']:.2f} (a perfect model: 100; paired "
+               f"{scores['ceiling/t2i/R@1']:.2f})")
+    if "distractor/accuracy" in scores:
+      line += f" | distractors {scores['distractor/accuracy']:.1f}%"
+    return line
 
   def write_summaries(self, writer, step: int, state, *, first: bool) -> None:
     del state, first
