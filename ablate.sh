@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Usage: bash ablate.sh [NAME] [--variants=baseline,root,phases,anti,random] [--seeds=0,1,2] [--config.x=y ...]
+# Usage: bash ablate.sh [NAME] [--variants=baseline,root,phases,anti,random] [--seeds=0,1,2,3,4] [--config.x=y ...]
 # Trains every curriculum variant × seed of configs/ablation.py at equal steps into exp/NAME
-# (default exp/ablation; finished runs are skipped) and writes results.md, r1_vs_step.png
-# and results.json there.
+# (default exp/ablation; finished runs are skipped, a killed one resumes), then the robustness
+# sweep, and writes results.md, curves/paired/convergence/robustness.png and results.json there.
 set -euo pipefail
 cd "$(dirname "$0")"
 name="ablation"

@@ -8,6 +8,7 @@
   checkpoints_bad/     bad checkpoints a resume moved aside (never deleted)
   metrics.jsonl        every logged scalar and evaluation, one JSON line each
   scores.csv           `test.sh`: one row per checkpoint
+  per_query/<eval>-<step>.npz  each evaluation's per-query results (ranks, AP), for paired bootstraps
   events.out.tfevents* TensorBoard of training; test/ that of `test.sh`
   samples/             `sample.sh`: PNG grids
 
@@ -25,6 +26,7 @@ import time
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
@@ -37,6 +39,7 @@ LOCK = "train.lock"
 STAGE1_CONFIG = "stage1_config.json"
 METRICS = "metrics.jsonl"
 SCORES = "scores.csv"
+PER_QUERY = "per_query"
 TEST = "test"
 SAMPLES = "samples"
 
@@ -206,6 +209,30 @@ class Workdir:
       lines = [",".join(keys)] + [",".join(str(row[k]) for k in keys) for row in rows]
       self._write(SCORES, "\n".join(lines) + "\n")
     return path
+
+  def save_per_query(self, eval_name: str, step: int, arrays: dict) -> None:
+    """per_query/<eval_name>-<step>.npz (process 0; nothing when `arrays` is empty)."""
+    if not arrays or jax.process_index() != 0:
+      return
+    path = self.per_query_file(eval_name, step)
+    try:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path + ".tmp", "wb") as f:
+        np.savez(f, **arrays)
+      os.replace(path + ".tmp", path)
+    except OSError as e:
+      raise write_error(path, e) from e
+
+  def per_query_file(self, eval_name: str, step: int) -> str:
+    return os.path.join(self.path, PER_QUERY, f"{eval_name}-{step}.npz")
+
+  def load_per_query(self, eval_name: str, step: int) -> dict:
+    """The arrays `save_per_query` wrote, or {} when there are none."""
+    path = self.per_query_file(eval_name, step)
+    if not os.path.exists(path):
+      return {}
+    with np.load(path) as data:
+      return {k: data[k] for k in data.files}
 
   # ------------------------------------------------------------------ checkpoints
 

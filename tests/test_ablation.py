@@ -10,17 +10,9 @@ import numpy as np
 import pytest
 
 from cmccl_jax.experiments import ablation
+from configs.ablation import settings as ablation_settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def test_summary_takes_final_and_best_over_steps_then_mean_and_std_over_seeds():
-  run = lambda a, b: {100: {m: a for m in ablation.METRICS}, 200: {m: b for m in ablation.METRICS}}
-  # "best" is chosen on validation: the test value at the step whose validation value is highest.
-  table = ablation.summarise({"root": [run(5.0, 3.0), run(1.0, 7.0)]},
-                             {"root": [run(0.5, 0.9), run(0.8, 0.2)]})
-  assert table["root"]["final t2i/R@1"] == (5.0, 2.0)  # finals 3, 7
-  assert table["root"]["best t2i/R@1"] == (2.0, 1.0)   # validation picks step 200 (test 3), then step 100 (test 1)
 
 
 def test_history_keeps_the_last_record_of_a_step_and_separates_evals_from_step_times():
@@ -32,24 +24,49 @@ def test_history_keeps_the_last_record_of_a_step_and_separates_evals_from_step_t
 
 
 def test_unknown_variant_names_the_known_ones():
+  base = ml_collections.ConfigDict({"seed": 0, "curriculum": {}, "ablation": ablation_settings()})
   with pytest.raises(ValueError, match="'sorted'.*baseline"):
-    ablation.variant_config(ml_collections.ConfigDict({"seed": 0, "curriculum": {}}), "sorted", 0)
+    ablation.variant_config(base, "sorted", 0)
 
 
+def test_a_variant_merges_its_blocks_into_the_config():
+  base = ml_collections.ConfigDict({"seed": 0, "curriculum": {"pacing": "root", "order": "easy_first", "soft": False},
+                                    "data": {"synthetic": {"corrupt_fraction": 0.2}}, "evals": {},
+                                    "ablation": ablation_settings()})
+  config = ablation.variant_config(base, "anti", 3, corrupt_fraction=0.4)
+  assert (config.seed, config.curriculum.order, config.curriculum.soft) == (3, "hard_first", False)
+  assert config.data.synthetic.corrupt_fraction == 0.4 and config.evals.val.split == "validation"
+  assert base.curriculum.order == "easy_first"  # the base is left as it was
+
+
+def test_per_query_values_average_to_the_metric():
+  arrays = {"semantic/t2i/first_rank": np.array([1, 3, 1, 7]), "semantic/t2i/ap": np.array([1.0, 0.5, 1.0, 0.25])}
+  assert ablation.per_query_values(arrays, "semantic/t2i/R@1").mean() == 50.0
+  assert ablation.per_query_values(arrays, "semantic/t2i/R@5").mean() == 75.0
+  assert ablation.per_query_values(arrays, "semantic/t2i/mAP").mean() == pytest.approx(68.75)
+  assert ablation.per_query_values(arrays, "t2i/R@1") is None
+
+
+@pytest.mark.timeout(1200)
 def test_ablate_end_to_end_on_tiny_runs(tiny_data_dir, tmp_path):
   env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="3")
-  cmd = [sys.executable, "-m", "cmccl_jax.experiments.ablation", f"--config=tests/tiny_config.py:{tiny_data_dir}",
-         f"--workdir={tmp_path}", "--variants=baseline,anti", "--seeds=0", "--config.eval_every_steps=6",
-         "--config.eval_batch_size=8"]
-  r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  cmd = [sys.executable, "-m", "cmccl_jax.experiments.ablation",
+         f"--config=tests/tiny_ablation_config.py:{tiny_data_dir}", f"--workdir={tmp_path}"]
+  r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1100)
   assert r.returncode == 0, r.stderr[-3000:]
   text = open(tmp_path / "results.md").read()
-  assert "| baseline |" in text and "| anti |" in text and "±" in text
-  assert "| ground_truth | 1.000 |" in text  # the ground truth against itself
-  assert os.path.getsize(tmp_path / "r1_vs_step.png") > 1000
+  for row in ("| baseline |", "| anti |", "corrupt 0.25", "| ground_truth | 1.000 |"):
+    assert row in text, row
   results = json.load(open(tmp_path / "results.json"))
-  assert len(results["histories"]["anti"]) == 1 and sorted(results["histories"]["anti"][0]) == ["12", "6"]
-  assert results["step_time_ms"]["anti"] > 0
+  anti = results["table"]["anti"]
+  assert anti["final"]["n"] == 2 and anti["final"]["low"] <= anti["final"]["mean"] <= anti["final"]["high"]
+  low, high = anti["vs_baseline"]["bootstrap"]
+  assert low <= high and 0 <= anti["vs_baseline"]["p"] <= 1
+  # The robustness sweep: the baseline and the one best variant on validation, at both corrupt fractions.
+  assert len(results["robustness"]) == 2 and all(sorted(c) == ["0.0", "0.25"] for c in results["robustness"].values())
+  for name in ("curves", "paired", "convergence", "robustness"):
+    assert os.path.getsize(tmp_path / f"{name}.png") > 1000, name
+  assert os.path.isfile(tmp_path / "corrupt0.25" / "baseline" / "seed1" / "per_query" / "eval-12.npz")
   # A second call finds every run finished and trains nothing.
   r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0 and "==" not in r.stdout, r.stdout[-2000:]

@@ -364,3 +364,15 @@ def test_an_oracle_scores_100_semantically_and_the_ceiling_on_the_paired_metrics
 def test_bad_relevance_is_named(relevance, message):
   with pytest.raises(ValueError, match=message):
     retrieval_metrics(HAND_SIMILARITY, HAND_CAPTION_TO_IMAGE, relevance=relevance)
+
+
+def test_per_query_results_give_back_the_metrics():
+  similarity, caption_to_image = random_problem(5)
+  relevance = random_relevance(5, caption_to_image)
+  per_query = {}
+  m = retrieval_metrics(similarity, caption_to_image, relevance=relevance, per_query=per_query)
+  for prefix in ("i2t", "t2i", "semantic/i2t", "semantic/t2i"):
+    ranks, ap = per_query[f"{prefix}/first_rank"], per_query[f"{prefix}/ap"]
+    assert len(ranks) == (similarity.shape[0] if prefix.endswith("i2t") else similarity.shape[1])
+    assert 100 * np.mean(ranks <= 5) == pytest.approx(m[f"{prefix}/R@5"])
+    assert 100 * np.mean(ap) == pytest.approx(m[f"{prefix}/mAP"], rel=1e-6)

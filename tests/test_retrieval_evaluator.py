@@ -6,6 +6,7 @@ import pytest
 from cmccl_jax.experiments import oracle
 from cmccl_jax.scoring import score_shards
 from cmccl_jax.tasks.dual_encoder.task import DualEncoderTask
+from cmccl_jax.workdir import Workdir
 from tests import tiny
 
 
@@ -18,7 +19,7 @@ def hard_task(tmp_path_factory):
   return DualEncoderTask(config)
 
 
-def test_the_evaluator_reports_semantic_metrics_ceilings_and_distractor_accuracy(hard_task):
+def test_the_evaluator_reports_semantic_metrics_ceilings_and_distractor_accuracy(hard_task, tmp_path):
   evaluator = hard_task.make_evaluator("retrieval", "test")
   scores = evaluator(hard_task.init_state())
   for d in ("i2t", "t2i"):
@@ -34,6 +35,14 @@ def test_the_evaluator_reports_semantic_metrics_ceilings_and_distractor_accuracy
   texts = [t.decode() for e in examples for t in e["captions"]]
   relevance = hard_task.builder.relevance("test", [e["id"] for e in examples], texts)
   assert np.array_equal(evaluator._relevance, relevance)
+  per_query = evaluator.per_query()
+  assert 100 * np.mean(per_query["semantic/t2i/first_rank"] == 1) == pytest.approx(scores["semantic/t2i/R@1"])
+  assert 100 * np.mean(per_query["distractor/correct"]) == pytest.approx(scores["distractor/accuracy"])
+  wd = Workdir(str(tmp_path))
+  wd.save_per_query("eval", 7, per_query)
+  assert {k: v.tolist() for k, v in wd.load_per_query("eval", 7).items()} == {k: v.tolist() for k, v in
+                                                                              per_query.items()}
+  assert wd.load_per_query("eval", 8) == {}
 
 
 def test_the_oracle_script_scores_100_semantically_on_the_split(hard_task):

@@ -22,6 +22,7 @@ def retrieval_metrics(
     ndcg_k: int = 10,
     chunk_size: int = 1024,
     relevance: np.ndarray | None = None,
+    per_query: dict | None = None,
 ) -> dict[str, float]:
   """Image→text and text→image retrieval metrics, in percent as papers report them.
 
@@ -37,6 +38,9 @@ def retrieval_metrics(
     relevance: optional bool [num_images, num_captions], True where caption j is
       true of image i (a dataset that knows its scenes supplies it). It must hold
       every paired (image, caption).
+    per_query: optional dict, filled with each query's `<d>/first_rank` and `<d>/ap`
+      (and `semantic/<d>/...`), int and float arrays in query order: what a paired
+      bootstrap over queries resamples.
 
   Returns:
     For each direction d — 'i2t' (each image queries all captions; its positives
@@ -87,11 +91,13 @@ def retrieval_metrics(
     paired_rows = functools.partial(_paired_rows, direction, caption_to_image, num_images)
     stats = _direction_stats(direction, similarity, paired_rows, ks, ndcg_k, chunk_size)
     metrics.update(_summarise(direction, stats, ks, ndcg_k))
+    _keep(per_query, direction, stats)
     if relevance is None:
       continue
     true = relevance if direction == "i2t" else relevance.T
     stats = _direction_stats(direction, similarity, lambda start, stop: true[start:stop], ks, ndcg_k, chunk_size)
     metrics.update(_summarise(f"semantic/{direction}", stats, ks, ndcg_k))
+    _keep(per_query, f"semantic/{direction}", stats)
     num_paired = captions_per_image if direction == "i2t" else np.ones(num_captions, int)
     ceiling = paired_ceiling(true.sum(axis=1), num_paired, ks, ndcg_k, true.shape[1])
     metrics.update({f"ceiling/{direction}/{name}": value for name, value in ceiling.items()})
@@ -107,6 +113,12 @@ def retrieval_metrics(
   metrics["mean_cos/positive"] = float(positive_sum / num_captions)
   metrics["mean_cos/negative"] = float(negative_sum / num_negatives) if num_negatives else float("nan")
   return metrics
+
+
+def _keep(per_query: dict | None, prefix: str, stats: dict[str, np.ndarray]) -> None:
+  if per_query is not None:
+    per_query[f"{prefix}/first_rank"] = stats["first_rank"].astype(np.int32)
+    per_query[f"{prefix}/ap"] = stats["ap"].astype(np.float32)
 
 
 def _positive_int(value, name: str) -> int:

@@ -1,21 +1,28 @@
-"""The curriculum ablation: baseline vs curriculum variants × seeds at equal steps, one command.
+"""The curriculum ablation: variants × seeds at equal steps, with conclusions that can stand, one command.
 
-  bash ablate.sh [NAME] [--variants=baseline,root,...] [--seeds=0,1,2] [--config.x=y ...]
+  bash ablate.sh [NAME] [--variants=baseline,root,...] [--seeds=0,1,2,3,4] [--config.x=y ...]
 
-Every (variant, seed) trains `configs/ablation.py` (plus overrides) into
+The variants, seeds, metric and sweeps are `config.ablation` (configs/ablation.py).
+Every (variant, seed) trains the base config with the variant's overrides into
 exp/NAME/<variant>/seed<s>, seed-major so machine drift hits all variants alike;
-finished runs are skipped, so a killed ablation resumes. Then it writes
-  results.md       final and best R@1/R@5 in both directions, mean ± std over seeds ("best": the
-                   test value at the eval step with the best validation value, so no
-                   number is chosen by looking at the test split);
-                   median train step time per variant and its ratio to the baseline;
-                   Spearman of every scorer the runs read with the synthetic ground truth
-  r1_vs_step.png   t2i and i2t R@1 against step, mean with a ±1 std band per variant
-  results.json     the same numbers, machine-readable
+finished runs are skipped and a killed one resumes, so it can be run in parts. Then
+the baseline and the best variants on validation are trained at the other corrupt
+fractions (exp/NAME/corrupt<f>/<variant>/seed<s>), and it writes
+  results.md        per variant, the metric at the last step and at the step chosen on
+                    validation, mean and 95% t interval over seeds; the paired difference
+                    from the baseline (same seeds): its t interval, paired t-test p and a
+                    bootstrap interval over seeds and test queries; steps and train time
+                    to reach the target; final metric against corrupt fraction; step time
+  curves.png        the metric against step, mean and 95% band per variant
+  paired.png        the differences from the baseline with both intervals
+  convergence.png   steps to the target per variant
+  robustness.png    the final metric against corrupt fraction
+  results.json      the same numbers, machine-readable
 """
 
 import json
 import os
+import time
 
 import numpy as np
 from absl import flags
@@ -24,38 +31,40 @@ from ml_collections import config_flags
 from cmccl_jax import cli
 from cmccl_jax.curriculum import analysis
 from cmccl_jax.errors import UserError
+from cmccl_jax.experiments import statistics
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/ablation.py", "Base config of every run.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "exp/ablation", "Where the runs and the results go.")
-_VARIANTS = flags.DEFINE_list("variants", ["baseline", "root", "phases", "anti", "random"], "Variants to run.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds per variant.")
+_VARIANTS = flags.DEFINE_list("variants", [], "Variants to run (default: config.ablation.run).")
+_SEEDS = flags.DEFINE_list("seeds", [], "Seeds per variant (default: config.ablation.seeds).")
 
-# Each variant is the base config with these curriculum fields; the baseline shows all data uniformly.
-VARIANTS = {
-    "baseline": dict(pacing="none"),
-    "root": dict(pacing="root", order="easy_first"),
-    "linear": dict(pacing="linear", order="easy_first"),
-    "geometric": dict(pacing="geometric", order="easy_first"),
-    "soft_root": dict(pacing="root", order="easy_first", soft=True),
-    "phases": dict(pacing="phases", order="easy_first"),
-    "disjoint_phases": dict(pacing="disjoint_phases", order="easy_first"),
-    "anti": dict(pacing="root", order="hard_first"),
-    "random": dict(pacing="root", order="random"),
-}
-METRICS = ("t2i/R@1", "t2i/R@5", "i2t/R@1", "i2t/R@5")
+BASELINE = "baseline"
 # The evaluator every run gets for model selection, beside the main one ("eval", the test split).
 VALIDATION = "val"
+MAIN = "eval"
 
 
-def variant_config(base, variant: str, seed: int):
-  if variant not in VARIANTS:
-    raise UserError(f"unknown ablation variant {variant!r}; known: {', '.join(VARIANTS)}.")
+def _merge(node, overrides: dict) -> None:
+  for key, value in overrides.items():
+    if isinstance(value, dict) and key in node:
+      _merge(node[key], value)
+    else:
+      node[key] = value
+
+
+def variant_config(base, variant: str, seed: int, corrupt_fraction: float | None = None):
+  """The base config with `variant`'s overrides, `seed`, a validation evaluator and, if given, the noise."""
+  variants = base.ablation.variants
+  if variant not in variants:
+    raise UserError(f"unknown ablation variant {variant!r}; known: {', '.join(variants)} (config.ablation.variants).")
   config = base.copy_and_resolve_references()
   with config.unlocked():
     config.seed = seed
-    config.curriculum.update(VARIANTS[variant])
-    if "evals" in config and VALIDATION not in config.evals:
+    _merge(config, variants[variant].to_dict())
+    if corrupt_fraction is not None:
+      config.data.synthetic.corrupt_fraction = float(corrupt_fraction)
+    if VALIDATION not in config.evals:
       config.evals[VALIDATION] = {"kind": "retrieval", "split": "validation", "every_steps": 0}
   return config
 
@@ -67,7 +76,7 @@ def run_history(records: list[dict]) -> tuple[dict[int, dict], dict[int, dict], 
   vals: dict[int, dict] = {}
   times: dict[int, float] = {}
   for r in records:
-    for prefix, out in (("eval/", evals), (f"{VALIDATION}/", vals)):
+    for prefix, out in ((f"{MAIN}/", evals), (f"{VALIDATION}/", vals)):
       metrics = {k[len(prefix):]: v for k, v in r.items() if k.startswith(prefix)}
       if metrics:
         out[r["step"]] = metrics
@@ -76,43 +85,103 @@ def run_history(records: list[dict]) -> tuple[dict[int, dict], dict[int, dict], 
   return evals, vals, [times[s] for s in sorted(times)]
 
 
-def summarise(histories: dict[str, list[dict[int, dict]]],
-              validation: dict[str, list[dict[int, dict]]]) -> dict[str, dict[str, tuple[float, float]]]:
-  """{variant: {"final <m>"/"best <m>": (mean, std over seeds)}}; "best" is the test value at the step
-  whose validation value of the same metric is highest (the earliest of ties)."""
+def per_query_values(arrays: dict, metric: str) -> np.ndarray | None:
+  """Each test query's share of `metric` (its mean is the metric), from an evaluation's per-query file."""
+  prefix, _, name = metric.rpartition("/")
+  if name.startswith("R@") and f"{prefix}/first_rank" in arrays:
+    return 100.0 * (arrays[f"{prefix}/first_rank"] <= int(name[2:]))
+  if name == "mAP" and f"{prefix}/ap" in arrays:
+    return 100.0 * arrays[f"{prefix}/ap"]
+  return None
+
+
+class Run:
+  """One finished (variant, seed, corrupt fraction) run, read back from its workdir."""
+
+  def __init__(self, workdir, metric: str, num_steps: int):
+    self.evals, self.vals, times = run_history(workdir.read_metrics())
+    if num_steps not in self.evals:
+      raise UserError(f"{workdir.path} has no evaluation at its last step {num_steps}; run ablate.sh again")
+    if metric not in self.evals[num_steps]:
+      raise UserError(f"config.ablation.metric={metric!r} is not among the evaluation's metrics "
+                      f"({', '.join(sorted(self.evals[num_steps])[:8])}, ...); pick one of them")
+    self.curve = {s: e[metric] for s, e in self.evals.items()}
+    self.final = self.curve[num_steps]
+    steps = sorted(set(self.evals) & set(self.vals))
+    if not steps:
+      raise UserError(f"{workdir.path} has no validation evals ({VALIDATION}/...); delete it and run again")
+    best = max(steps, key=lambda s: (self.vals[s][metric], -s))  # the earliest of ties
+    self.selected, self.selected_step, self.validation = self.curve[best], best, self.vals[best][metric]
+    self.step_ms = float(np.median(times[1:])) if len(times) > 1 else float("nan")  # the first holds warm-up
+    self.queries = per_query_values(workdir.load_per_query(MAIN, num_steps), metric)
+
+
+def _interval(values) -> dict:
+  mean, low, high = statistics.mean_ci(values)
+  return {"mean": mean, "low": low, "high": high, "n": len(values)}
+
+
+def summarise(runs: dict[str, list[Run]], target: float) -> dict[str, dict]:
+  """Per variant: final and selected metric, paired comparison with the baseline, convergence."""
   table = {}
-  for variant, runs in histories.items():
-    row = {}
-    for metric in METRICS:
-      finals = [run[max(run)][metric] for run in runs]
-      bests = []
-      for run, val in zip(runs, validation[variant]):
-        steps = sorted(set(run) & set(val))
-        if not steps:
-          raise UserError(f"the {variant} runs have no validation evals ({VALIDATION}/...); delete and rerun "
-                          "them so that each step is scored on the validation split too.")
-        best_step = max(steps, key=lambda s: (val[s][metric], -s))
-        bests.append(run[best_step][metric])
-      row[f"final {metric}"] = (float(np.mean(finals)), float(np.std(finals)))
-      row[f"best {metric}"] = (float(np.mean(bests)), float(np.std(bests)))
+  baseline = runs.get(BASELINE)
+  for variant, rs in runs.items():
+    row = {"final": _interval([r.final for r in rs]), "selected": _interval([r.selected for r in rs]),
+           "validation": float(np.mean([r.validation for r in rs])),
+           "step_ms": float(np.median([r.step_ms for r in rs]))}
+    reached = [statistics.steps_to_target(r.curve, target) for r in rs]
+    steps = [s for s in reached if s is not None]
+    row["to_target"] = {"reached": len(steps), "of": len(rs), **(_interval(steps) if steps else {})}
+    if steps:
+      row["to_target"]["seconds"] = float(np.mean(steps)) * row["step_ms"] / 1000
+    if baseline is not None and variant != BASELINE:
+      row["vs_baseline"] = statistics.paired_t([r.final for r in rs], [r.final for r in baseline])
+      if all(r.queries is not None for r in rs + baseline):
+        row["vs_baseline"]["bootstrap"] = statistics.paired_bootstrap([r.queries for r in rs],
+                                                                       [r.queries for r in baseline])
     table[variant] = row
   return table
 
 
-def markdown(table, step_times, correlations, seeds, base) -> str:
-  columns = [f"{kind} {m}" for m in METRICS for kind in ("final", "best")]
-  lines = [f"Curriculum ablation: {len(seeds)} seeds ({', '.join(map(str, seeds))}), {base.num_steps} steps, "
-           f"batch {base.batch_size}, scorer `{base.curriculum.scorer}`, corrupt_fraction "
-           f"{base.data.synthetic.corrupt_fraction}. R@K in %, mean ± std over seeds.", "",
-           "| variant | " + " | ".join(columns) + " | step ms | vs baseline |",
-           "|---" * (len(columns) + 3) + "|"]
-  base_time = step_times.get("baseline")
+def _ci(cell: dict) -> str:
+  if np.isnan(cell.get("low", np.nan)):
+    return f"{cell['mean']:.2f}"
+  return f"{cell['mean']:.2f} [{cell['low']:.2f}, {cell['high']:.2f}]"
+
+
+def markdown(table, robustness, correlations, settings, base, seeds, target, cost_s) -> str:
+  metric = settings.metric
+  lines = [
+      f"# Curriculum ablation on `{metric}`", "",
+      f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), {base.num_steps} steps, batch {base.batch_size}, "
+      f"scorer `{base.curriculum.scorer}`, corrupt_fraction {base.data.synthetic.corrupt_fraction}. Values in %: "
+      "mean [95% t interval over seeds]. *final*: at the last step; *selected*: at the step with the best "
+      "validation value (nothing is chosen on the test split). *Δ vs baseline*: the paired per-seed "
+      "difference of the final values, with its t interval, the paired t-test's p, and a bootstrap "
+      "interval that resamples seeds and test queries. *To target*: steps (and train seconds) until "
+      f"the run first reaches {target:.2f} ({settings.target_fraction:g} × the baseline's mean final), "
+      f"interpolated between evaluations; *reached*: runs that did. Wall time of the whole ablation: "
+      f"{cost_s / 3600:.2f} h.", "",
+      "| variant | final | selected | Δ vs baseline | p | bootstrap Δ | to target: steps | s | reached | step ms |",
+      "|---|---|---|---|---|---|---|---|---|---|"]
   for variant, row in table.items():
-    cells = [f"{row[c][0]:.2f} ± {row[c][1]:.2f}" for c in columns]
-    t = step_times.get(variant)
-    ratio = f"{t / base_time:.3f}" if t and base_time else "—"
-    lines.append(f"| {variant} | " + " | ".join(cells) + f" | {t:.1f} | {ratio} |" if t else
-                 f"| {variant} | " + " | ".join(cells) + " | — | — |")
+    vs = row.get("vs_baseline")
+    delta = _ci(vs) if vs else "—"
+    p = f"{vs['p']:.3f}" if vs and not np.isnan(vs["p"]) else "—"
+    boot = f"[{vs['bootstrap'][0]:.2f}, {vs['bootstrap'][1]:.2f}]" if vs and "bootstrap" in vs else "—"
+    t = row["to_target"]
+    steps = _ci(t) if t["reached"] else "—"
+    secs = f"{t['seconds']:.0f}" if "seconds" in t else "—"
+    lines.append(f"| {variant} | {_ci(row['final'])} | {_ci(row['selected'])} | {delta} | {p} | {boot} | {steps} | "
+                 f"{secs} | {t['reached']}/{t['of']} | {row['step_ms']:.1f} |")
+  if robustness:
+    fractions = sorted({f for cells in robustness.values() for f in cells})
+    lines += ["", f"Robustness: final `{metric}` against the fraction of corrupted training pairs (the baseline "
+              "and the best variants on validation).", "",
+              "| variant | " + " | ".join(f"corrupt {f:g}" for f in fractions) + " |",
+              "|---" * (len(fractions) + 1) + "|"]
+    for variant, cells in robustness.items():
+      lines.append(f"| {variant} | " + " | ".join(_ci(cells[f]) if f in cells else "—" for f in fractions) + " |")
   if correlations:
     lines += ["", "Spearman correlation of each scorer with the ground-truth complexity (training split):", "",
               "| scorer | Spearman ρ |", "|---|---|"]
@@ -120,26 +189,72 @@ def markdown(table, step_times, correlations, seeds, base) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot(histories, path: str) -> None:
+def _figure(path: str, draw, title: str, xlabel: str, ylabel: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
-  for ax, metric in zip(axes, ("t2i/R@1", "i2t/R@1")):
-    for variant, runs in histories.items():
-      steps = sorted(set.intersection(*(set(r) for r in runs)))
-      values = np.asarray([[run[s][metric] for s in steps] for run in runs])
-      mean, std = values.mean(0), values.std(0)
-      ax.plot(steps, mean, marker="o", label=variant)
-      ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-    ax.set_title(f"{metric} (mean ± std over seeds)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("%")
-    ax.grid(alpha=0.3)
-  axes[0].legend()
+  fig, ax = plt.subplots(figsize=(7, 4.2))
+  draw(ax)
+  ax.set_title(title)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def plots(root: str, runs, table, robustness, metric: str, target: float) -> None:
+  def curves(ax):
+    for variant, rs in runs.items():
+      steps = sorted(set.intersection(*(set(r.curve) for r in rs)))
+      cells = [statistics.mean_ci([r.curve[s] for r in rs]) for s in steps]
+      mean = np.array([c[0] for c in cells])
+      ax.plot(steps, mean, marker="o", label=variant)
+      if len(rs) > 1:
+        ax.fill_between(steps, [c[1] for c in cells], [c[2] for c in cells], alpha=0.15)
+    ax.axhline(target, color="grey", linestyle=":", label="target")
+
+  def paired(ax):
+    rows = [(v, r["vs_baseline"]) for v, r in table.items() if "vs_baseline" in r]
+    for k, (variant, vs) in enumerate(rows):
+      ax.errorbar(vs["mean"], k, xerr=[[vs["mean"] - vs["low"]], [vs["high"] - vs["mean"]]], fmt="o", capsize=4,
+                  color="C0", label="t interval over seeds" if k == 0 else None)
+      if "bootstrap" in vs:
+        low, high = vs["bootstrap"]
+        ax.plot([low, high], [k + 0.15] * 2, color="C1", linewidth=3,
+                label="bootstrap (seeds × queries)" if k == 0 else None)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [v for v, _ in rows])
+
+  def convergence(ax):
+    names = list(table)
+    means = [table[v]["to_target"].get("mean", np.nan) for v in names]
+    errs = [[m - table[v]["to_target"].get("low", m) for v, m in zip(names, means)],
+            [table[v]["to_target"].get("high", m) - m for v, m in zip(names, means)]]
+    ax.bar(names, means, yerr=np.nan_to_num(errs), capsize=4)
+    for k, v in enumerate(names):
+      t = table[v]["to_target"]
+      ax.annotate(f"{t['reached']}/{t['of']}", (k, 0), ha="center", va="bottom", fontsize=8)
+
+  def noise(ax):
+    for variant, cells in robustness.items():
+      fractions = sorted(cells)
+      mean = [cells[f]["mean"] for f in fractions]
+      err = np.nan_to_num([[cells[f]["mean"] - cells[f]["low"] for f in fractions],
+                           [cells[f]["high"] - cells[f]["mean"] for f in fractions]])
+      ax.errorbar(fractions, mean, yerr=err, marker="o", capsize=4, label=variant)
+
+  _figure(os.path.join(root, "curves.png"), curves, f"{metric}: mean and 95% band over seeds", "step", "%")
+  _figure(os.path.join(root, "paired.png"), paired, f"final {metric}: variant − baseline (95% intervals)",
+          "difference (points of %)", "")
+  _figure(os.path.join(root, "convergence.png"), convergence, f"steps until {metric} ≥ {target:.2f} (runs that did)",
+          "variant", "step")
+  if robustness:
+    _figure(os.path.join(root, "robustness.png"), noise, f"final {metric} against label noise", "corrupt fraction",
+            "%")
 
 
 def scorer_correlations(builder, table) -> dict[str, float]:
@@ -174,43 +289,83 @@ def main(argv) -> None:
   from cmccl_jax.workdir import Workdir
 
   base = _CONFIG.value
-  seeds = [int(s) for s in _SEEDS.value]
-  variants = list(_VARIANTS.value)
+  if "ablation" not in base:
+    raise UserError("the config has no `ablation` block (variants, seeds, metric); start from "
+                    "configs/ablation.py or add `c.ablation = configs.ablation.settings()`")
+  settings = base.ablation
+  seeds = [int(s) for s in (_SEEDS.value or settings.seeds)]
+  variants = list(_VARIANTS.value or settings.run)
   for variant in variants:
     variant_config(base, variant, 0)  # unknown names fail before any training
+  if BASELINE not in variants:
+    raise UserError(f"--variants must include {BASELINE!r}: every comparison is paired with it")
   root = _WORKDIR.value
   os.makedirs(root, exist_ok=True)
-  histories: dict[str, list] = {v: [] for v in variants}
-  validation: dict[str, list] = {v: [] for v in variants}
-  times: dict[str, list] = {v: [] for v in variants}
+  base_noise = float(base.data.synthetic.corrupt_fraction)
+  num_steps, metric = int(base.num_steps), settings.metric
+  spent = {"s": 0.0}
+
+  def run(variant: str, seed: int, noise: float) -> Run:
+    where = (os.path.join(root, variant, f"seed{seed}") if noise == base_noise
+             else os.path.join(root, f"corrupt{noise:g}", variant, f"seed{seed}"))
+    workdir = Workdir(where)
+    if num_steps not in run_history(workdir.read_metrics())[0]:
+      config = variant_config(base, variant, seed, noise)
+      tasks.validate(config)
+      print(f"== {variant} seed {seed} corrupt {noise:g} -> {where}", flush=True)
+      t0 = time.time()
+      loop.train(config, where)
+      spent["s"] += time.time() - t0
+    return Run(workdir, metric, num_steps)
+
+  runs = {v: [] for v in variants}
   for seed in seeds:
     for variant in variants:
-      config = variant_config(base, variant, seed)
-      tasks.validate(config)
-      workdir = Workdir(os.path.join(root, variant, f"seed{seed}"))
-      evals, vals, step_times = run_history(workdir.read_metrics())
-      if int(config.num_steps) not in evals:
-        print(f"== {variant} seed {seed} -> {workdir.path}", flush=True)
-        loop.train(config, workdir.path)
-        evals, vals, step_times = run_history(workdir.read_metrics())
-      histories[variant].append(evals)
-      validation[variant].append(vals)
-      times[variant].extend(step_times[1:])  # the first interval includes warm-up
-  table = summarise(histories, validation)
-  step_times = {v: float(np.median(t)) for v, t in times.items() if t}
+      runs[variant].append(run(variant, seed, base_noise))
+  baseline_final = float(np.mean([r.final for r in runs[BASELINE]]))
+  target = settings.target_fraction * baseline_final
+  table = summarise(runs, target)
+
+  # Robustness: the baseline and the best variants, picked on validation only.
+  ranked = sorted((v for v in variants if v != BASELINE), key=lambda v: -table[v]["validation"])
+  swept = [BASELINE] + ranked[:int(settings.robustness_top)]
+  robustness = {v: {base_noise: table[v]["final"]} for v in swept}
+  for noise in (float(f) for f in settings.corrupt_fractions):
+    if noise == base_noise:
+      continue
+    finals = {v: [] for v in swept}
+    for seed in seeds:
+      for variant in swept:
+        finals[variant].append(run(variant, seed, noise).final)
+    for variant in swept:
+      robustness[variant][noise] = _interval(finals[variant])
+
   builder = datasets.get_builder(base.data)
   run_difficulty = difficulty.load_run_difficulty(base, builder, Curriculum.from_config(base.curriculum, 0))
   correlations = (scorer_correlations(builder, run_difficulty.table) if "complexity" in builder.info.features
                   else {})
-  text = markdown(table, step_times, correlations, seeds, base)
+  cost = _cost(root, spent["s"])
+  text = markdown(table, robustness, correlations, settings, base, seeds, target, cost)
   with open(os.path.join(root, "results.md"), "w") as f:
     f.write(text)
-  plot(histories, os.path.join(root, "r1_vs_step.png"))
+  plots(root, runs, table, robustness, metric, target)
   with open(os.path.join(root, "results.json"), "w") as f:
-    json.dump({"table": table, "step_time_ms": step_times, "spearman_with_ground_truth": correlations,
-               "histories": {v: [{str(s): e for s, e in run.items()} for run in runs] for v, runs in histories.items()}},
+    json.dump({"metric": metric, "target": target, "table": table, "cost_s": cost,
+               "robustness": {v: {str(k): c for k, c in cells.items()} for v, cells in robustness.items()},
+               "spearman_with_ground_truth": correlations,
+               "curves": {v: [{str(s): x for s, x in r.curve.items()} for r in rs] for v, rs in runs.items()}},
               f, indent=1)
-  print(text + f"\nwrote {root}/results.md, r1_vs_step.png, results.json", flush=True)
+  print(text + f"\nwrote {root}/results.md, curves.png, paired.png, convergence.png, robustness.png, results.json",
+        flush=True)
+
+
+def _cost(root: str, spent_now: float) -> float:
+  """Training seconds of the whole ablation over all its parts (calls), kept in root/cost.json."""
+  path = os.path.join(root, "cost.json")
+  total = spent_now + (json.load(open(path))["train_seconds"] if os.path.exists(path) else 0.0)
+  with open(path, "w") as f:
+    json.dump({"train_seconds": total}, f)
+  return total
 
 
 if __name__ == "__main__":

@@ -187,6 +187,7 @@ def _train(config, wd: Workdir) -> dict[str, float]:
     evaluator.write_summaries(writer, step, state, first=eval_name not in evaluated)
     evaluated.add(eval_name)
     writer.write_scalars(step, _prefixed(eval_name, scores))
+    wd.save_per_query(eval_name, step, evaluator.per_query())
     wd.append_metrics({"step": step, **_prefixed(eval_name, scores)})
     print(f"[{name}] {eval_name} @ {step}: {evaluator.summary(scores)} ({time.time() - t0:.1f}s)", flush=True)
     return scores
@@ -294,6 +295,7 @@ def evaluate_checkpoints(config, workdir: str) -> list[dict[str, float]]:
       scores = evaluator(state)
       evaluator.write_summaries(writer, step, state, first=not rows)
       writer.write_scalars(step, _prefixed(eval_name, scores))
+      wd.save_per_query(eval_name, step, evaluator.per_query())
       row.update(scores if eval_name == MAIN_EVAL else _prefixed(eval_name, scores))
       lines.append(f"{eval_name}: {evaluator.summary(scores)}")
     rows.append(row)

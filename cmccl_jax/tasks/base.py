@@ -34,6 +34,10 @@ class Evaluator(abc.ABC):
   def write_summaries(self, writer, step: int, state, *, first: bool) -> None:
     """Images and texts beyond the scalars, after a call at `step`; `first`: this run's first evaluation."""
 
+  def per_query(self) -> dict:
+    """{name: array over the split's queries} behind the last call's scores, saved beside the metrics."""
+    return {}
+
 
 class Task(abc.ABC):
   """A model family as the loop runs it.

@@ -36,6 +36,7 @@ class RetrievalEvaluator(Evaluator):
                                       difficulty)
     self._relevance_of = functools.partial(builder.relevance, split) if hasattr(builder, "relevance") else None
     self._relevance = None  # computed at the first evaluation: the split does not change
+    self._per_query: dict = {}
     data = parallel.data_sharding(mesh)
     out = parallel.replicated(mesh)
     self._embed_images = jax.jit(functools.partial(dual_encoder_step.embed_images, model=model),
@@ -85,13 +86,18 @@ class RetrievalEvaluator(Evaluator):
       self.last_difficulty = self._difficulty_report(params, image_emb, text_emb, tokens, owners, difficulty)
     if self._relevance_of is not None and self._relevance is None:
       self._relevance = self._relevance_of(np.concatenate(ids), texts)
-    scores = retrieval_metrics(image_emb @ text_emb.T, owners, relevance=self._relevance)
+    self._per_query = {}
+    scores = retrieval_metrics(image_emb @ text_emb.T, owners, relevance=self._relevance, per_query=self._per_query)
     if distractors:
       false_emb = self._embed(self._embed_texts, params, np.concatenate(distractors))
       true_score = np.sum(image_emb[owners] * text_emb, axis=-1)
-      scores["distractor/accuracy"] = float(100.0 * np.mean(true_score > np.sum(image_emb[owners] * false_emb,
-                                                                                 axis=-1)))
+      correct = true_score > np.sum(image_emb[owners] * false_emb, axis=-1)
+      scores["distractor/accuracy"] = float(100.0 * np.mean(correct))
+      self._per_query["distractor/correct"] = correct
     return scores
+
+  def per_query(self) -> dict:
+    return self._per_query
 
   def _difficulty_report(self, params, image_emb, text_emb, tokens, owners, difficulty) -> dict:
     """The difficulty head's prediction for every image with its first caption, and its Spearman ρ with
