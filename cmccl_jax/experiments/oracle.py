@@ -46,8 +46,7 @@ def oracle_scores(relevance: np.ndarray, caption_to_image: np.ndarray, draws: in
 
 def markdown(runs: list[dict], name: str, split: str) -> str:
   lines = [f"# A perfect oracle on {name}, {split} split", "",
-           f"{len(runs)} random tie orders; paired: mean ± std over them. Regenerate with "
-           "`python -m cmccl_jax.experiments.oracle --out=docs/results/semantic_retrieval.md`.", "",
+           f"{len(runs)} random tie orders; paired: mean ± std over them.", "",
            "| metric | semantic (all true items) | paired (own captions only) | stated paired ceiling |",
            "|---|---|---|---|"]
   for d in ("t2i", "i2t"):
