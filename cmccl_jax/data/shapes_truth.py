@@ -56,6 +56,11 @@ class Claim:
   total: int = 0  # "objects": the number said before the list
 
 
+def _key(items) -> tuple:
+  """A multiset as a sorted tuple of (item, count): equal for equal multisets."""
+  return tuple(sorted(collections.Counter(items).items()))
+
+
 def _words(caption: str) -> list[str]:
   return caption.replace(",", " , ").replace(":", " : ").split()
 
@@ -121,10 +126,6 @@ def parse(caption: str) -> Claim:
       return Claim("relation", (_spec(words[:k], caption), _spec(words[k + len(relation.split()):], caption)),
                    relation)
   return Claim("exists", tuple(_spec(item, caption) for item in _items(words)))
-
-
-def _key(pairs) -> tuple:
-  return tuple(sorted(collections.Counter(pairs).items()))
 
 
 _CODES = {**{c: k for k, c in enumerate(ss.COLOURS)}, **{s: k for k, s in enumerate(ss.SHAPES)},

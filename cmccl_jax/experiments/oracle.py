@@ -18,12 +18,6 @@ from cmccl_jax import cli
 from cmccl_jax.errors import UserError
 from cmccl_jax.evaluation.retrieval import retrieval_metrics
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Config naming the dataset.",
-                                          lock_config=True)
-_DRAWS = flags.DEFINE_integer("draws", 20, "Random tie orders of the true items to average over.")
-_SPLIT = flags.DEFINE_string("split", "test", "The split to score.")
-_OUT = flags.DEFINE_string("out", "", "Also write the table to this markdown file.")
-
 METRICS = ("R@1", "R@5", "R@10", "mAP", "R-precision")
 
 
@@ -62,19 +56,29 @@ def main(argv) -> None:
   del argv
   cli.hide_gpus_from_tf()
   from cmccl_jax.data import datasets
-  config = _CONFIG.value
+  f = flags.FLAGS
+  config = f.config
   builder = datasets.get_builder(config.data)
   if not hasattr(builder, "relevance"):
     raise UserError(f"config.data.name={config.data.name!r} does not know which images a caption is true of; "
                     "the oracle needs synthetic_shapes")
-  ids, texts, owners = split_captions(builder, _SPLIT.value)
-  runs = oracle_scores(builder.relevance(_SPLIT.value, ids, texts), owners, _DRAWS.value)
-  text = markdown(runs, f"synthetic_shapes ({builder.builder_config.name})", _SPLIT.value)
+  ids, texts, owners = split_captions(builder, f.split)
+  runs = oracle_scores(builder.relevance(f.split, ids, texts), owners, f.draws)
+  text = markdown(runs, f"synthetic_shapes ({builder.builder_config.name})", f.split)
   print(text, flush=True)
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      f.write(text)
+  if f.out:
+    with open(f.out, "w") as out:
+      out.write(text)
+
+
+def _define_flags() -> None:
+  """Flags of the command only: the functions above are also imported (tests, other commands)."""
+  config_flags.DEFINE_config_file("config", "configs/default.py", "Config naming the dataset.", lock_config=True)
+  flags.DEFINE_integer("draws", 20, "Random tie orders of the true items to average over.")
+  flags.DEFINE_string("split", "test", "The split to score.")
+  flags.DEFINE_string("out", "", "Also write the table to this markdown file.")
 
 
 if __name__ == "__main__":
+  _define_flags()
   cli.run(main)

@@ -114,8 +114,8 @@ class RetrievalEvaluator(Evaluator):
     line = (f"t2i R@1 {scores['t2i/R@1']:.2f} R@5 {scores['t2i/R@5']:.2f} | i2t R@1 {scores['i2t/R@1']:.2f} "
             f"R@5 {scores['i2t/R@5']:.2f} | chance t2i R@1 {scores['chance/t2i_R@1']:.2f}")
     if "semantic/t2i/R@1" in scores:
-      line += (f" | semantic t2i R@1 {scores['semantic/t2i/R@1']:.2f} (a perfect model: 100; paired "
-               f"{scores['ceiling/t2i/R@1']:.2f})")
+      line += (f" | semantic t2i R@1 {scores['semantic/t2i/R@1']:.2f} (perfect: 100) | paired t2i R@1 ceiling "
+               f"{scores['ceiling/t2i/R@1']:.2f}")
     if "distractor/accuracy" in scores:
       line += f" | distractors {scores['distractor/accuracy']:.1f}%"
     return line
