@@ -142,12 +142,7 @@ class Workdir:
     the saved config counts as holding that value. Returns one line per allowed change.
     """
     new = json.loads(config.to_json_best_effort())
-    old = json.loads(config_json_text(self.file(CONFIG))) if self.has_config() else None
-    changes = {}
-    if old is not None:
-      flat_new = _flat(new)
-      added = {k: v for k, v in json.loads(json.dumps(added or {})).items() if k in flat_new}  # tuples as lists
-      changes = _diff({**added, **_flat(old)}, flat_new)
+    changes = self.config_changes(config, added)
     if resume_step is not None:
       unsafe = {k: v for k, v in changes.items() if not _matches(k, safe_changes)}
       if unsafe:
@@ -163,6 +158,15 @@ class Workdir:
       self._write(CONFIG_HISTORY, json.dumps(record) + "\n", mode="a")
       self._write(CONFIG, config.to_json_best_effort(indent=2))
     return lines
+
+  def config_changes(self, config, added=None) -> dict[str, tuple[str, str]]:
+    """{dotted field: (saved, new)} where `config` differs from config.json ({} without one); `added` as
+    in `start_config`."""
+    if not self.has_config():
+      return {}
+    flat_new = _flat(json.loads(config.to_json_best_effort()))
+    added = {k: v for k, v in json.loads(json.dumps(added or {})).items() if k in flat_new}  # tuples as lists
+    return _diff({**added, **_flat(json.loads(config_json_text(self.file(CONFIG))))}, flat_new)
 
   def has_config(self, name: str = CONFIG) -> bool:
     return os.path.isfile(self.file(name))

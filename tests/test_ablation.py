@@ -70,3 +70,8 @@ def test_ablate_end_to_end_on_tiny_runs(tiny_data_dir, tmp_path):
   # A second call finds every run finished and trains nothing.
   r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0 and "==" not in r.stdout, r.stdout[-2000:]
+  # A finished run of another config is not taken for this one.
+  r = subprocess.run(cmd + ["--config.optim.learning_rate=0.002"], cwd=REPO, env=env, capture_output=True, text=True,
+                     timeout=600)
+  assert r.returncode != 0 and "holds a finished run of another config" in r.stderr, r.stderr[-2000:]
+  assert "config.optim.learning_rate: 0.001 -> 0.002" in r.stderr

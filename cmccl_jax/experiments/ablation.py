@@ -309,8 +309,16 @@ def main(argv) -> None:
     where = (os.path.join(root, variant, f"seed{seed}") if noise == base_noise
              else os.path.join(root, f"corrupt{noise:g}", variant, f"seed{seed}"))
     workdir = Workdir(where)
-    if num_steps not in run_history(workdir.read_metrics())[0]:
-      config = variant_config(base, variant, seed, noise)
+    config = variant_config(base, variant, seed, noise)
+    if num_steps in run_history(workdir.read_metrics())[0]:
+      # A finished run is reused only if it is this run: same config up to the evaluation schedule.
+      changed = {k: v for k, v in workdir.config_changes(config, tasks.added_fields(config)).items()
+                 if not k.startswith(("evals.", "eval_batch_size", "log_every_steps", "ablation."))}
+      if changed:
+        raise UserError(f"{where} holds a finished run of another config ("
+                        + "; ".join(f"config.{k}: {a} -> {b}" for k, (a, b) in sorted(changed.items())[:4])
+                        + "); give this ablation another NAME, or move that folder away")
+    else:
       tasks.validate(config)
       print(f"== {variant} seed {seed} corrupt {noise:g} -> {where}", flush=True)
       t0 = time.time()
