@@ -192,10 +192,13 @@ def relation(a: SceneObject, b: SceneObject) -> str:
   are separated (|dx| - |dy| equals the difference of the two box gaps), so
   "a left of b" means a's whole box is left of b's.
   """
-  dx, dy = b.x - a.x, b.y - a.y
-  if abs(dx) >= abs(dy):
-    return "left of" if dx > 0 else "right of"
-  return "above" if dy > 0 else "below"
+  return RELATIONS[int(relation_index(b.x - a.x, b.y - a.y))]
+
+
+def relation_index(dx, dy):
+  """`relation` as an index into RELATIONS, from dx = b.x - a.x and dy = b.y - a.y: floats or arrays
+  (shapes_truth checks captions against many scenes at once with the same rule)."""
+  return np.where(np.abs(dx) >= np.abs(dy), np.where(dx > 0, 0, 1), np.where(dy > 0, 2, 3))
 
 
 def _phrase(obj: SceneObject, with_size: bool = False) -> str:

@@ -143,10 +143,8 @@ class SceneTable:
       for k, o in enumerate(scene.objects):
         self.colour[n, k], self.shape[n, k], self.size[n, k] = _CODES[o.colour], _CODES[o.shape], _CODES[o.size]
         x[n, k], y[n, k] = o.x, o.y
-    # relation(a = object i, b = object j) as shapes_scene.relation computes it, from the same float64s.
-    dx, dy = x[:, None, :] - x[:, :, None], y[:, None, :] - y[:, :, None]
-    left, right, above, below = (_CODES[r] for r in ("left of", "right of", "above", "below"))
-    self.relation = np.where(np.abs(dx) >= np.abs(dy), np.where(dx > 0, left, right), np.where(dy > 0, above, below))
+    # relation(a = object i, b = object j), by shapes_scene's own rule on the same float64s.
+    self.relation = ss.relation_index(x[:, None, :] - x[:, :, None], y[:, None, :] - y[:, :, None])
     valid = self.colour >= 0
     self.different = valid[:, :, None] & valid[:, None, :] & ~np.eye(width, dtype=bool)
     self.keys = {

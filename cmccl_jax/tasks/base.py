@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from cmccl_jax.data import pipeline
+from cmccl_jax.data import pipeline, shapes_scene
 from cmccl_jax.errors import UserError
 
 
@@ -62,7 +62,7 @@ class Task(abc.ABC):
   # the code did before}. Resuming such an experiment with that value is no change.
   ADDED_FIELDS: dict[str, Any] = {
       "data.synthetic.min_objects": 1,
-      "data.synthetic.caption_levels": ["object", "sized_object", "pair", "relation", "scene"],
+      "data.synthetic.caption_levels": list(shapes_scene.CAPTION_LEVELS),
       "data.synthetic.distractors": False,
   }
 
