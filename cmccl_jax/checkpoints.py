@@ -84,7 +84,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, iterator, *, force: b
     if bad:
       raise NonFiniteState(f"the train state holds NaN or inf in {_listed(bad)}")
   saved = manager.save(step, args=ocp.args.Composite(
-      **{STATE: ocp.args.StandardSave(state), DATA: TfIteratorSave(iterator)}), force=force)
+      **{STATE: ocp.args.StandardSave(_stored(state)), DATA: TfIteratorSave(iterator)}), force=force)
   seal(manager)
   return saved
 
@@ -280,12 +280,30 @@ def checked_restore(manager: ocp.CheckpointManager, step: int, restore: Callable
   return restored
 
 
+def _stored(state):
+  """What of a train state is written: its fields as a dict, without those that hold nothing.
+
+  A field that came later and is empty when its feature is off (the dual encoder's
+  dynamic-curriculum state) is left out, so checkpoints written before it existed
+  and those written with it off have one layout, and both restore.
+  """
+  if not dataclasses.is_dataclass(state):
+    return state
+  fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+  return {k: v for k, v in fields.items() if jax.tree.leaves(v) or not isinstance(v, (dict, tuple, list))}
+
+
+def _rebuilt(abstract_state, stored):
+  return abstract_state.replace(**stored) if dataclasses.is_dataclass(abstract_state) else stored
+
+
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state, iterator=None):
   """Restores the state (placed as `abstract_state`'s shardings) and, if given, the iterator; checked."""
-  items = {STATE: ocp.args.StandardRestore(abstract_state)}
+  items = {STATE: ocp.args.StandardRestore(_stored(abstract_state))}
   if iterator is not None:
     items[DATA] = TfIteratorRestore(iterator)
-  return checked_restore(manager, step, lambda: manager.restore(step, args=ocp.args.Composite(**items))[STATE])
+  return checked_restore(manager, step, lambda: _rebuilt(
+      abstract_state, manager.restore(step, args=ocp.args.Composite(**items))[STATE]))
 
 
 def quarantine(manager: ocp.CheckpointManager, step: int) -> str:

@@ -41,6 +41,19 @@ def get_config() -> ml_collections.ConfigDict:
   # The learnable difficulty evaluator (cmccl_jax/curriculum/difficulty_head.py): an MLP
   # on the pair's stop-gradient embeddings regressing its loss; hidden=0 turns it off.
   c.curriculum.difficulty_head = ml_collections.ConfigDict(dict(hidden=64, weight=1.0))
+  # The dynamic curriculum, I2MCL (cmccl_jax/curriculum/i2mcl.py), all off here:
+  #   distill: each modality with a teacher also regresses its teacher's features (KD);
+  #   intra: per-example weights per loss from a running threshold: none | spl_linear | spl_hard |
+  #     superloss (SuperLoss has a pending patent, so it is an option, not the default; README);
+  #   inter: MGDA routing, the modality with the largest alpha learns from the task, the others from
+  #     their teachers (needs distill and two teachers).
+  # Teachers: exp/NAME of a dual encoder trained here (its towers at teacher_step, -1 the latest) or, for
+  # text, "minilm" / a Hugging Face BERT folder. teacher_features: "precomputed" into id-keyed shards
+  # (of the un-augmented inputs), or "online": the frozen teacher embeds each step's augmented batch
+  # (experiments trained here at the run's image size and tokenizer; about one more forward pass).
+  c.curriculum.dynamic = ml_collections.ConfigDict(dict(
+      distill=False, intra="none", inter=False, image_teacher="", text_teacher="", teacher_step=-1,
+      distill_weight=1.0, momentum=0.9, spl_scale=2.0, superloss_beta=1.0, teacher_features="precomputed"))
 
   # Staged training per tower: "train" | "freeze" | "lock" (LiT); a "train" tower
   # stays frozen before <tower>_train_from_step.

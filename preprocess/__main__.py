@@ -82,7 +82,7 @@ def main(argv) -> None:
   cli.hide_gpus_from_tf()
   # After TF: its start-up notices are held back there, and these modules import it.
   from cmccl_jax.curriculum.curriculum import Curriculum
-  from cmccl_jax.data import datasets, difficulty
+  from cmccl_jax.data import datasets, difficulty, teacher_features
   from cmccl_jax.scoring import score_shards
 
   config = _CONFIG.value
@@ -95,10 +95,15 @@ def main(argv) -> None:
   os.makedirs(os.path.expanduser(config.data.data_dir), exist_ok=True)
   builder = datasets.get_builder(config.data, progress=True)
   built = score_shards.prepare_scores(config, builder, progress=True)
+  features = score_shards.prepare_teacher_features(config, builder, progress=True)
   curriculum = Curriculum.from_config(config.curriculum, int(config.num_steps))
   run_difficulty = difficulty.load_run_difficulty(config, builder, curriculum)
   settings = difficulty.ScoringSettings.from_config(config.scoring).resolved(run_difficulty.table.scorers)
   print("\n".join(summary(builder, run_difficulty, settings, built)), flush=True)
+  run_teachers = teacher_features.load_run_teachers(
+      builder, teacher_features.resolve_teachers(config.curriculum.get("dynamic")))
+  if run_teachers is not None:
+    print(f"{run_teachers.describe()}; built now: {', '.join(features) or 'none'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,27 @@ def test_hardest_and_easiest_now_come_from_this_process_rows_and_skip_masked():
   assert images[0]["curriculum/hardest_now"].shape == (1, 6, 12, 3)  # 2 images side by side, framed
 
 
+def test_i2mcl_weights_make_histograms_and_the_lowest_and_highest_weight_examples():
+  batch = {"image": np.zeros((3, 4, 4, 3), np.uint8), "tokens": np.asarray([[10], [11], [12]]),
+           "block": np.asarray([0, 1, 2]), "difficulty": np.asarray([0.1, 0.2, 0.3], np.float32)}
+  # The highest loss has the lowest self-paced weight; row 2 is masked (weight 0, not "lowest").
+  metrics = {"per_example_loss": np.asarray([1.0, 3.0, 9.0]), "visible": np.asarray([1, 1, 0], bool),
+             "i2mcl/weights/task": np.asarray([0.9, 0.2, 0.0]), "i2mcl/weights/distill/image": np.ones(3),
+             "loss": np.float32(1.0), "block_counts": np.asarray([1, 1, 1]), "block_loss": np.ones(3)}
+  hists = dashboard.weight_histograms(metrics)
+  assert sorted(hists) == ["i2mcl/weights/distill/image", "i2mcl/weights/task"]
+  np.testing.assert_allclose(hists["i2mcl/weights/task"], [0.9, 0.2])
+  assert not any(k.startswith("i2mcl/weights/") for k in dashboard.scalars(metrics, 3))
+  writer = FakeWriter()
+  dashboard.write_hardest_now(writer, 7, metrics, batch, FakeTokenizer(), offset=0, count=8)
+  texts = {name: text for kind, _, d in writer.calls if kind == "texts" for name, text in d.items()}
+  lowest = texts["i2mcl/lowest_weight_now"].split("\n\n")
+  highest = texts["i2mcl/highest_weight_now"].split("\n\n")
+  assert len(lowest) == 2 and "caption 11" in lowest[0] and "weight 0.200" in lowest[0] and "loss 3.000" in lowest[0]
+  assert "caption 10" in highest[0] and "caption 12" not in texts["i2mcl/lowest_weight_now"]
+  assert "weight 0.900" in texts["curriculum/hardest_now"]  # the loss extremes show the weight too
+
+
 class FakeScalarWriter(FakeWriter):
   def write_scalars(self, step, scalars):
     self.calls.append(("scalars", step, scalars))

@@ -1,4 +1,5 @@
-"""A run killed with SIGKILL and restarted ends exactly where an uninterrupted run ends."""
+"""A run killed with SIGKILL and restarted ends exactly where an uninterrupted run ends, dynamic curriculum
+state (I2MCL's thresholds and routing counts, which change every step) included."""
 
 import csv
 import os
@@ -11,6 +12,8 @@ import orbax.checkpoint as ocp
 
 import jax
 
+from tests import tiny
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -21,9 +24,10 @@ def _run(module_args, workdir, data_dir, extra=()):
   return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
-def _final_params(workdir):
-  path = os.path.join(workdir, "checkpoints", "12", "state")
-  return jax.tree.leaves(ocp.StandardCheckpointer().restore(path)["params"])
+def _final_state(workdir):
+  """(params leaves, curriculum state leaves with their paths) of the step-12 checkpoint."""
+  state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", "12", "state"))
+  return jax.tree.leaves(state["params"]), jax.tree_util.tree_flatten_with_path(state["curriculum"])[0]
 
 
 def _scores(workdir):
@@ -33,7 +37,11 @@ def _scores(workdir):
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tiny_data_dir, tmp_path):
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-  flags = ["--mode=train"]
+  teacher = str(tmp_path / "teacher")
+  tiny.save_random_experiment(teacher, [(12, 10.0)])
+  flags = ["--mode=train", "--config.curriculum.dynamic.distill=True", "--config.curriculum.dynamic.intra=superloss",
+           "--config.curriculum.dynamic.inter=True", f"--config.curriculum.dynamic.image_teacher={teacher}",
+           f"--config.curriculum.dynamic.text_teacher={teacher}"]
   r = _run(["cmccl_jax.main"], straight, tiny_data_dir, flags)
   assert r.returncode == 0, r.stderr[-3000:]
 
@@ -48,8 +56,15 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_data_dir, tmp_path):
   resumed = re.search(r"resumed from step (\d+)", r.stdout)
   assert resumed and int(resumed.group(1)) in (1, 4), r.stdout
 
-  for a, b in zip(_final_params(straight), _final_params(killed), strict=True):
+  (params_a, curriculum_a), (params_b, curriculum_b) = _final_state(straight), _final_state(killed)
+  for a, b in zip(params_a, params_b, strict=True):
     np.testing.assert_array_equal(a, b)
+  names = {jax.tree_util.keystr(path) for path, _ in curriculum_a}
+  assert any("thresholds" in n for n in names) and any("task_steps" in n for n in names), names
+  assert [jax.tree_util.keystr(p) for p, _ in curriculum_b] == [jax.tree_util.keystr(p) for p, _ in curriculum_a]
+  for (path, a), (_, b) in zip(curriculum_a, curriculum_b):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+  assert int(np.asarray(dict((jax.tree_util.keystr(p), v) for p, v in curriculum_a)["['steps']"])) == 12
 
   # test.sh's path: every checkpoint scored, identical final metrics.
   for workdir in (straight, killed):

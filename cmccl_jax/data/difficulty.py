@@ -369,7 +369,9 @@ def id_lookup(ids: np.ndarray, columns: Mapping[str, np.ndarray]) -> Callable[[t
     check = tf.debugging.Assert(tf.reduce_all(found), ["example ids without difficulty scores:",
                                                        tf.boolean_mask(flat, ~found)], summarize=5)
     with tf.control_dependencies([check]):
-      return {name: tf.reshape(tf.gather(c, position), tf.shape(query)) for name, c in constants.items()}
+      # A column may hold a vector per id (teacher features): its trailing dimensions follow the query's shape.
+      return {name: tf.reshape(tf.gather(c, position), tf.concat([tf.shape(query), tf.shape(c)[1:]], 0))
+              for name, c in constants.items()}
 
   return lookup
 

@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 
 from cmccl_jax.data import augment, curriculum_sampler, synonyms
 from cmccl_jax.data.difficulty import RunDifficulty
+from cmccl_jax.data.teacher_features import RunTeachers
 from cmccl_jax.data.tokenizer import Tokenizer
 from cmccl_jax.errors import UserError
 
@@ -53,12 +54,18 @@ def image_shape(builder: tfds.core.DatasetBuilder, config) -> tuple[int, int, in
 
 
 def _train_example(index, example, *, image_feature, lookup, seed: int, size: int, augment_config,
-                   synonym_table):
+                   synonym_table, teacher_lookup=None):
   captions = example["captions"]
   element_seed = tf.stack([tf.constant(seed, tf.int64), index])
   pick = tf.random.stateless_uniform([], seed=element_seed, maxval=tf.shape(captions)[0], dtype=tf.int32)
   image = image_feature.decode_example(example["image"])
+  teachers = {}
+  if teacher_lookup is not None:  # I2MCL's precomputed teacher features; the text one of the picked caption
+    teachers = teacher_lookup(example["id"])
+    if "teacher/text" in teachers:
+      teachers["teacher/text"] = teachers["teacher/text"][pick]
   return {
+      **teachers,
       "image": augment.augment_image(image, element_seed, size, augment_config.image),
       "caption": augment.augment_caption(captions[pick], element_seed, augment_config.text, synonym_table),
       **lookup(example["id"]),  # block and difficulty, joined by id (0 for the online "learned" scorer)
@@ -76,10 +83,11 @@ def _tokenize_batch(tokenizer: Tokenizer):
 
 
 def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenizer, local_batch_size: int,
-                  difficulty: RunDifficulty) -> tf.data.Dataset:
+                  difficulty: RunDifficulty, teachers: RunTeachers | None = None) -> tf.data.Dataset:
   """Infinite, shuffled, augmented, batched training stream of this process's slice.
 
-  Each example gets its `block` and `difficulty` from `difficulty` (joined by id).
+  Each example gets its `block` and `difficulty` from `difficulty` (joined by id), and with `teachers` its
+  teacher features "teacher/<modality>" (the text one of the caption it trains on).
   With the curriculum's host sampler each batch is drawn from the blocks its step's
   pacing shows (curriculum_sampler); otherwise uniformly, and the device mask paces.
   """
@@ -95,7 +103,9 @@ def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenize
                               decoders={"image": tfds.decode.SkipDecoding()})
 
   ds = read(seed).repeat().shuffle(int(config.data.shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
-  lookup = difficulty.train_lookup(str(config.data.train_split).split("[")[0])  # "train[:80%]" reads train
+  train_split = str(config.data.train_split).split("[")[0]  # "train[:80%]" reads train
+  lookup = difficulty.train_lookup(train_split)
+  teacher_lookup = teachers.train_lookup(train_split) if teachers is not None else None
   curriculum = difficulty.curriculum
   if curriculum.samples_on_host:
     block_of = lambda ids: lookup(ids)["block"]
@@ -104,7 +114,8 @@ def train_dataset(builder: tfds.core.DatasetBuilder, config, tokenizer: Tokenize
                                          seed=seed + 1, sizes=sizes, block_of=block_of)
   ds = ds.enumerate().map(
       functools.partial(_train_example, image_feature=builder.info.features["image"], lookup=lookup,
-                        seed=seed, size=size, augment_config=config.augment, synonym_table=table),
+                        seed=seed, size=size, augment_config=config.augment, synonym_table=table,
+                        teacher_lookup=teacher_lookup),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   ds = ds.map(_tokenize_batch(tokenizer), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)

@@ -54,6 +54,10 @@ class DualEncoder(nn.Module):
   lock_image: bool = False
   lock_text: bool = False
   difficulty_hidden: int = 0   # > 0: the learnable difficulty evaluator with this hidden width
+  # ((modality, teacher width), ...): I2MCL's linear maps from the embedding to a teacher's feature width,
+  # for the modalities whose teacher is not embed_dim wide. Only training builds them (a trained model is
+  # restored without them: its towers are all that embed).
+  distill_widths: tuple[tuple[str, int], ...] = ()
 
   def setup(self):
     self.image_tower = ViT(**self.image)
@@ -64,6 +68,7 @@ class DualEncoder(nn.Module):
     self.bias = self.param("bias", nn.initializers.constant(self.bias_init), ())
     if self.difficulty_hidden > 0:
       self.difficulty_head = DifficultyHead(self.difficulty_hidden)
+    self.distill_proj = {m: nn.Dense(width, use_bias=False, name=f"distill_{m}") for m, width in self.distill_widths}
 
   def encode_image(self, images, *, train: bool = False):
     return self.image_proj(_maybe_locked(self.image_tower, images, train, self.lock_image))
@@ -92,7 +97,15 @@ class DualEncoder(nn.Module):
     out = {"scale": self.logit_scale(), "bias": self.bias}
     if self.difficulty_hidden > 0:
       out["difficulty"] = self.difficulty_head(z_img, z_txt)
+    for m in self.distill_proj:  # so that init creates them
+      self.distill_project(z_img if m == "image" else z_txt, m)
     return z_img, z_txt, out
+
+  def distill_project(self, z, modality: str):
+    """A modality's representation in its teacher's feature width (the identity when the widths agree)."""
+    if modality in self.distill_proj:
+      return self.distill_proj[modality](z)
+    return z
 
   def predict_difficulty(self, z_img, z_txt):
     """The difficulty evaluator's predicted loss of each (image, text) embedding pair."""

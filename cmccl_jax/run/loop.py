@@ -151,7 +151,8 @@ def _train(config, wd: Workdir) -> dict[str, float]:
   prepare_data(config)  # first use: the image shards and the difficulty scores the run reads
   task = make_task(config, wd)
   if jax.process_index() == 0:
-    print(f"[{name}] {task.difficulty.describe()}", flush=True)
+    for line in task.describe().splitlines():
+      print(f"[{name}] {line}", flush=True)
   num_steps = int(config.num_steps)
   local_bs = parallel.local_batch_size(int(config.batch_size), task.mesh)
   train_iter = task.train_batches(local_bs)
@@ -174,7 +175,7 @@ def _train(config, wd: Workdir) -> dict[str, float]:
       summaries.write_run_start(wd.path, start + 1)  # TensorBoard drops a killed run's points from here on
   writer = _writer(wd.path)
   if jax.process_index() == 0 and start == 0:
-    writer.write_texts(0, {"curriculum/blocks": task.difficulty.describe()})
+    writer.write_texts(0, {"curriculum/blocks": task.describe()})
 
   # ------------------------------------------------------------------ evaluators
   evaluators = task.evaluators()

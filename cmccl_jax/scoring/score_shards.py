@@ -16,9 +16,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from cmccl_jax.data import datasets, difficulty
+from cmccl_jax.data import datasets, difficulty, teacher_features
 from cmccl_jax.data.difficulty import ScoringSettings
 from cmccl_jax.scoring import scorers as scorers_lib
+from cmccl_jax.scoring import teachers
+from cmccl_jax.tasks.dual_encoder.trained import load_dual_encoder
 
 SplitScores = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -109,8 +111,71 @@ def prepare_scores(config, image_builder: tfds.core.DatasetBuilder, *, progress:
   return missing
 
 
+def teacher_encoder(teacher: str, modality: str, batch_size: int):
+  """The embedding function of a resolved teacher ("bert:<folder>" or "<experiment>@<step>") for `modality`."""
+  if teacher.startswith("bert:"):
+    return teachers.bert_teacher(teacher[len("bert:"):], batch_size).embed_texts
+  path, step = teacher.rsplit("@", 1)
+  dual = teachers.dual_encoder_teacher(load_dual_encoder(path, int(step)), batch_size)
+  return dual.embed_images if modality == "image" else dual.embed_texts
+
+
+def compute_teacher_features(image_builder: tfds.core.DatasetBuilder, modality: str, encode,
+                             batch_size: int) -> dict[str, tuple[np.ndarray, list[np.ndarray]]]:
+  """{split: (ids sorted, features)} of every split: one row per image, or [captions, d] per example for text."""
+  out = {}
+  for split in image_builder.info.splits:
+    ids, rows = [], []
+    for batch in scorers_lib.batched(examples(image_builder, split, images=modality == "image"), batch_size):
+      ids.extend(int(e["id"]) for e in batch)
+      if modality == "image":
+        rows.extend(encode([e["image"] for e in batch]))
+      else:
+        flat = encode([c for e in batch for c in e["captions"]])
+        start = 0
+        for e in batch:
+          rows.append(flat[start:start + len(e["captions"])])
+          start += len(e["captions"])
+    order = np.argsort(np.asarray(ids, np.int64), kind="stable")
+    out[split] = (np.asarray(ids, np.int64)[order], [rows[i] for i in order])
+  return out
+
+
+def prepare_teacher_features(config, image_builder: tfds.core.DatasetBuilder, *,
+                             progress: bool = False) -> list[str]:
+  """Builds the teacher features of config.curriculum.dynamic that are missing; returns their modalities."""
+  dynamic = config.curriculum.get("dynamic")
+  if dynamic is not None and dynamic.get("teacher_features", "precomputed") == "online":
+    return []  # the step runs the teachers
+  wanted = teacher_features.resolve_teachers(dynamic)
+  missing = {m: t for m, t in wanted.items()
+             if not teacher_features.feature_builder(image_builder, m, t).is_prepared()}
+  if not missing:
+    return []
+  if not bool(config.data.auto_prepare):
+    modality, teacher = next(iter(missing.items()))
+    raise teacher_features.missing_features(image_builder, modality, teacher)
+  batch_size = int(config.scoring.batch_size) if "scoring" in config else 256
+
+  def build():
+    for modality, teacher in missing.items():
+      computed = compute_teacher_features(image_builder, modality, teacher_encoder(teacher, modality, batch_size),
+                                          batch_size)
+      width = int(next(iter(computed.values()))[1][0].shape[-1])
+      teacher_features.feature_builder(image_builder, modality, teacher, features=computed,
+                                       width=width).download_and_prepare()
+
+  datasets.build_on_first_process(
+      build, lambda: None,
+      f"Computing the {', '.join(missing)} teacher features of {image_builder.name} (first use) ...", progress,
+      data_dir=os.path.abspath(os.path.expanduser(config.data.data_dir)))
+  return list(missing)
+
+
 def prepare_data(config, *, progress: bool = False) -> tfds.core.DatasetBuilder:
-  """The image build of config.data and every score build a run of `config` reads, built where missing."""
+  """The image build of config.data and every score and teacher-feature build a run of `config` reads, built
+  where missing."""
   image_builder = datasets.get_builder(config.data, progress=progress)
   prepare_scores(config, image_builder, progress=progress)
+  prepare_teacher_features(config, image_builder, progress=progress)
   return image_builder

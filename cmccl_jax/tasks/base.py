@@ -87,6 +87,10 @@ class Task(abc.ABC):
     return iter(pipeline.train_dataset(self.builder, self.config, self.tokenizer, local_batch_size,
                                        self.difficulty))
 
+  def describe(self) -> str:
+    """What the run's log and TensorBoard say about its curriculum at the start (lines)."""
+    return self.difficulty.describe()
+
   @abc.abstractmethod
   def make_evaluator(self, kind: str, split: str) -> Evaluator:
     """The evaluator `kind` (a key of EVALUATORS) on `split`."""

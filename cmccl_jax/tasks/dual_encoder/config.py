@@ -2,8 +2,10 @@
 
 from cmccl_jax import config_validation as cv
 from cmccl_jax.curriculum.curriculum import LEARNED
+from cmccl_jax.curriculum.i2mcl import I2MCL
+from cmccl_jax.data.teacher_features import MODALITIES
 from cmccl_jax.errors import UserError
-from cmccl_jax.tasks.dual_encoder import staging
+from cmccl_jax.tasks.dual_encoder import online_teachers, staging
 
 LOSS_KINDS = ("softmax", "sigmoid")
 
@@ -23,6 +25,9 @@ def validate(config) -> None:
   if config.curriculum.scorer == LEARNED and int(config.curriculum.difficulty_head.get("hidden", 0)) <= 0:
     raise UserError(f"config.curriculum.scorer={LEARNED!r} paces by the difficulty head, which "
                     "config.curriculum.difficulty_head.hidden=0 turns off; set it > 0 (e.g. 64).")
+  I2MCL.from_config(config.curriculum.get("dynamic"), MODALITIES)  # its fields' checks
+  if config.curriculum.get("dynamic") is not None:
+    cv.choice(online_teachers.mode(config), "curriculum.dynamic.teacher_features", online_teachers.CHOICES)
   for tower in staging.TOWERS:
     staging.tower_train_from(config.staging, tower)
   optim = config.optim

@@ -15,6 +15,14 @@ from cmccl_jax.summaries import grid_caption, image_grid
 
 # Per-example arrays in the step's metrics: for the dashboard, not scalars.
 PER_EXAMPLE = ("per_example_loss", "visible", "difficulty", "predicted_difficulty")
+# I2MCL's per-example weights of each loss (i2mcl/weights/<loss>): histograms and the extremes of a batch.
+WEIGHTS_PREFIX = "i2mcl/weights/"
+
+
+def weight_histograms(metrics: dict) -> dict[str, np.ndarray]:
+  """{i2mcl/weights/<loss>: the visible examples' weights} of a step's host metrics."""
+  visible = np.asarray(metrics["visible"]).astype(bool)
+  return {k: np.asarray(v)[visible] for k, v in metrics.items() if k.startswith(WEIGHTS_PREFIX)}
 
 
 class DifficultyHistograms:
@@ -45,7 +53,8 @@ class DifficultyHistograms:
 
 def scalars(metrics: dict, num_blocks: int) -> dict[str, float]:
   """The step's scalar metrics, with block_counts and block_loss spread into one scalar per block."""
-  out = {k: float(v) for k, v in metrics.items() if k not in PER_EXAMPLE + ("block_counts", "block_loss")}
+  out = {k: float(v) for k, v in metrics.items()
+         if k not in PER_EXAMPLE + ("block_counts", "block_loss") and not k.startswith(WEIGHTS_PREFIX)}
   counts = np.asarray(metrics["block_counts"])[:num_blocks]
   for b, count in enumerate(counts):
     out[f"block_count/{b}"] = float(count)
@@ -66,30 +75,46 @@ def scalars(metrics: dict, num_blocks: int) -> dict[str, float]:
 
 def write_hardest_now(writer, step: int, metrics: dict, batch: dict[str, np.ndarray], tokenizer,
                       offset: int, count: int = 8) -> None:
-  """The visible examples of this process's batch with the highest and lowest loss, with their captions.
+  """The visible examples of this process's batch with the highest and lowest loss, with their captions;
+  with I2MCL's self-paced weights also those of the lowest and highest task weight (its Table 3).
 
   `offset` is where this process's rows sit in the global per-example arrays.
   """
+  _write_extremes(writer, step, metrics, batch, tokenizer, offset, count)
+  weights = metrics.get(WEIGHTS_PREFIX + "task")
+  if weights is not None:
+    _write_extremes(writer, step, metrics, batch, tokenizer, offset, count, key=WEIGHTS_PREFIX + "task",
+                    names=("i2mcl/highest_weight_now", "i2mcl/lowest_weight_now"))
+
+
+def _write_extremes(writer, step: int, metrics: dict, batch: dict[str, np.ndarray], tokenizer, offset: int,
+                    count: int, key: str = "per_example_loss",
+                    names: tuple[str, str] = ("curriculum/hardest_now", "curriculum/easiest_now")) -> None:
+  """The visible examples with the highest and the lowest `key` (names[0] and names[1]), with their captions."""
   n = len(batch["image"])
+  order_by = np.asarray(metrics[key])[offset:offset + n]
   loss = np.asarray(metrics["per_example_loss"])[offset:offset + n]
+  weights = metrics.get(WEIGHTS_PREFIX + "task")
+  weights = None if weights is None else np.asarray(weights)[offset:offset + n]
   visible = np.asarray(metrics["visible"])[offset:offset + n].astype(bool)
   predicted = metrics.get("predicted_difficulty")
   predicted = None if predicted is None else np.asarray(predicted)[offset:offset + n]
   shown = min(count, int(visible.sum()))
   if not shown:
     return
-  hardest = np.argsort(np.where(visible, -loss, np.inf), kind="stable")[:shown]
-  easiest = np.argsort(np.where(visible, loss, np.inf), kind="stable")[:shown]
-  for name, rows in (("hardest", hardest), ("easiest", easiest)):
+  highest = np.argsort(np.where(visible, -order_by, np.inf), kind="stable")[:shown]
+  lowest = np.argsort(np.where(visible, order_by, np.inf), kind="stable")[:shown]
+  for name, rows in ((names[0], highest), (names[1], lowest)):
     captions = tokenizer.decode(np.asarray(batch["tokens"])[rows])
     cols = int(np.ceil(np.sqrt(len(rows))))
     lines = []
     for i, (row, text) in enumerate(zip(rows, captions)):
       extra = "" if predicted is None else f", predicted {predicted[row]:.3f}"
+      extra += "" if weights is None else f", weight {weights[row]:.3f}"
       lines.append(grid_caption(i, cols, text) + f" loss {loss[row]:.3f}{extra}, block {int(batch['block'][row])}, "
                    f"difficulty {float(batch['difficulty'][row]):.3f}")
-    writer.write_images(step, {f"curriculum/{name}_now": image_grid(np.asarray(batch["image"])[rows])[None]})
-    writer.write_texts(step, {f"curriculum/{name}_now": "\n\n".join(lines)})
+    writer.write_images(step, {name: image_grid(np.asarray(batch["image"])[rows])[None]})
+    writer.write_texts(step, {name: "\n\n".join(lines)})
 
 
 def write_difficulty_ranking(writer, step: int, report: dict, images_at, tokenizer, count: int = 8) -> None:

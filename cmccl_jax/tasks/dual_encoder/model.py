@@ -50,8 +50,9 @@ def text_tower_fields(config, vocab_size: int) -> tuple[str, dict[str, Any], str
   return kind, fields, folder
 
 
-def dual_encoder_from_config(config, vocab_size: int) -> DualEncoder:
-  """The DualEncoder a config describes; the text tower's vocabulary comes from the tokenizer."""
+def dual_encoder_from_config(config, vocab_size: int, distill_widths: tuple[tuple[str, int], ...] = ()) -> DualEncoder:
+  """The DualEncoder a config describes; the text tower's vocabulary comes from the tokenizer,
+  I2MCL's projections to the teachers' widths (`distill_widths`) from the run's teacher features."""
   text_kind, text, _ = text_tower_fields(config, vocab_size)
   return DualEncoder(image=dict(config.model.image), text=text, text_kind=text_kind,
                      embed_dim=int(config.model.embed_dim),
@@ -59,7 +60,7 @@ def dual_encoder_from_config(config, vocab_size: int) -> DualEncoder:
                      bias_init=float(config.loss.bias_init),
                      lock_image=staging.locked(config.staging, "image"),
                      lock_text=staging.locked(config.staging, "text"),
-                     difficulty_hidden=difficulty_head_config(config)[0])
+                     difficulty_hidden=difficulty_head_config(config)[0], distill_widths=tuple(distill_widths))
 
 
 def difficulty_head_config(config) -> tuple[int, float]:

@@ -13,6 +13,7 @@ import optax
 from cmccl_jax import losses
 from cmccl_jax.curriculum import difficulty_head
 from cmccl_jax.curriculum.curriculum import Curriculum
+from cmccl_jax.curriculum.i2mcl import I2MCL
 from cmccl_jax.tasks.dual_encoder import staging
 from cmccl_jax.tasks.dual_encoder.model import difficulty_head_config
 from cmccl_jax.tasks.dual_encoder.state import TrainState
@@ -30,25 +31,72 @@ def curriculum_dashboard(per_example, block, difficulty, valid, num_blocks: int)
   }
 
 
-def dual_encoder_loss(params, batch, step, rng, *, model, loss_config, curriculum: Curriculum, head_weight=0.0):
-  """Masked, curriculum-weighted contrastive loss of a batch at `step`.
+def dynamic_objective(params, batch, z_img, z_txt, out, valid, weights, dynamic_state, *, model, loss_config,
+                      dynamic: I2MCL):
+  """I2MCL's objective of a batch (curriculum/i2mcl.py): (objective, contrastive parts, new state, metrics).
+
+  The representations are the l2-normalised embeddings the contrastive loss compares;
+  a modality's distillation regresses them (through `distill_project`) onto its teacher's features.
+  """
+  z = {"image": losses.l2_normalize(z_img), "text": losses.l2_normalize(z_txt)}
+
+  def task_fn(zz):
+    _, parts = losses.contrastive_loss(zz["image"], zz["text"], scale=out["scale"], bias=out["bias"],
+                                       kind=loss_config.kind, valid=valid, weights=weights, normalize=False)
+    return parts["per_example"], parts
+
+  def distill_fn(modality, z_m):
+    projected = model.apply(params, z_m, modality, method=model.distill_project)
+    return jnp.sum(jnp.square(projected - batch[f"teacher/{modality}"]), axis=-1)
+
+  objective, new_state, aux = dynamic.objective(dynamic_state, z, task_fn, distill_fn, valid, weights)
+  parts = aux.pop("task_parts")
+  metrics = {}
+  visible = jnp.maximum(jnp.sum(valid), 1)
+  for name in dynamic.loss_names:
+    metrics[f"i2mcl/loss/{name}"] = aux[f"loss/{name}"]  # the weighted objective (SuperLoss's may be < 0)
+    metrics[f"i2mcl/raw_loss/{name}"] = jnp.sum(aux[f"per_example/{name}"]) / visible
+    metrics[f"i2mcl/tau/{name}"] = aux[f"tau/{name}"]
+    metrics[f"i2mcl/weight_mean/{name}"] = jnp.sum(aux[f"weights/{name}"]) / visible
+    metrics[f"i2mcl/weights/{name}"] = aux[f"weights/{name}"]  # per example: histograms, extremes
+  for i, m in enumerate(dynamic.modalities):
+    if dynamic.inter:
+      metrics[f"i2mcl/alpha/{m}"] = aux["alpha"][i]
+      metrics[f"i2mcl/learns_from_task/{m}"] = (aux["task_learner"] == i).astype(jnp.float32)
+      metrics[f"i2mcl/task_share/{m}"] = aux["task_share"][i]
+  return objective, parts, new_state, metrics
+
+
+def dual_encoder_loss(params, batch, step, rng, dynamic_state=None, *, model, loss_config, curriculum: Curriculum,
+                      head_weight=0.0, dynamic: I2MCL | None = None):
+  """Masked, curriculum-weighted contrastive loss of a batch at `step`; (total, (metrics, dynamic state)).
 
   The curriculum's pacing at the step maps each example's block (for the online
   "learned" scorer: the head's ranking of the batch) to a weight; weight 0 masks
-  the example out of the loss as anchor and as negative.
+  the example out of the loss as anchor and as negative. With the dynamic
+  curriculum on (`dynamic`), I2MCL's distillation, self-paced weights and routing
+  make the objective; `loss` stays the plain contrastive loss, comparable across runs.
   """
   k = curriculum.num_blocks
   z_img, z_txt, out = model.apply(params, batch["image"], batch["tokens"], train=True, rngs={"dropout": rng})
   block = curriculum.batch_blocks(batch["block"], out.get("difficulty"))
   valid, weights = curriculum.example_weights(step, block)
-  loss, parts = losses.contrastive_loss(
-      z_img, z_txt, scale=out["scale"], bias=out["bias"], kind=loss_config.kind, valid=valid, weights=weights)
+  dynamic_metrics = {}
+  if dynamic is not None and dynamic.on:
+    total, parts, dynamic_state, dynamic_metrics = dynamic_objective(
+        params, batch, z_img, z_txt, out, valid, weights, dynamic_state, model=model, loss_config=loss_config,
+        dynamic=dynamic)
+    loss = parts["loss"]
+  else:
+    loss, parts = losses.contrastive_loss(
+        z_img, z_txt, scale=out["scale"], bias=out["bias"], kind=loss_config.kind, valid=valid, weights=weights)
+    total = loss
   per_example = parts["per_example"]
   metrics = curriculum_dashboard(per_example, block, batch["difficulty"], valid, k)
-  total = loss
+  metrics.update(dynamic_metrics)
   if "difficulty" in out:  # the difficulty evaluator learns alongside; its inputs carry no gradient back
     head = difficulty_head.head_loss(out["difficulty"], per_example, valid)
-    total = loss + head_weight * head
+    total = total + head_weight * head
     # Its rank correlations with the losses and the offline difficulty are O(B²): the host computes
     # them from these per-example arrays at log steps only (dashboard.scalars).
     metrics.update({"difficulty_head/mse": head, "predicted_difficulty": out["difficulty"]})
@@ -64,29 +112,39 @@ def dual_encoder_loss(params, batch, step, rng, *, model, loss_config, curriculu
       "visible_blocks": jnp.sum(curriculum.block_weights(step) > 0),
       "block_counts": jnp.sum(jax.nn.one_hot(block, k, dtype=jnp.int32), axis=0),
   }
-  return total, aux
+  return total, (aux, dynamic_state)
 
 
-def dual_encoder_step(state: TrainState, batch, *, model, tx, loss_config, curriculum: Curriculum, staging_config,
-                      lr_schedule, head_weight=0.0):
-  """One AdamW step on `dual_encoder_loss`; dropout noise is keyed by (seed, step)."""
+def dual_encoder_step(state: TrainState, batch, teacher_params=None, *, model, tx, loss_config,
+                      curriculum: Curriculum, staging_config, lr_schedule, head_weight=0.0,
+                      dynamic: I2MCL | None = None, teacher_features=None):
+  """One AdamW step on `dual_encoder_loss`; dropout noise is keyed by (seed, step).
+
+  With online teachers, `teacher_features(teacher_params, batch)` adds the frozen teachers'
+  features of this very (augmented) batch, as the precomputed ones would be joined.
+  """
+  if teacher_features is not None:
+    batch = {**batch, **teacher_features(teacher_params, batch)}
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-  loss_fn = functools.partial(dual_encoder_loss, batch=batch, step=state.step, rng=rng, model=model,
-                              loss_config=loss_config, curriculum=curriculum, head_weight=head_weight)
-  (total, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  loss_fn = functools.partial(dual_encoder_loss, batch=batch, step=state.step, rng=rng,
+                              dynamic_state=state.curriculum, model=model, loss_config=loss_config,
+                              curriculum=curriculum, head_weight=head_weight, dynamic=dynamic)
+  (total, (aux, dynamic_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": aux.pop("contrastive_loss"), "total_loss": total, "grad_norm": optax.tree.norm(grads),
              "learning_rate": lr_schedule(state.step), **aux}
   for tower in staging.TOWERS:
     metrics[f"trainable/{tower}"] = staging.tower_trainable(state.step, staging_config, tower)
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, curriculum=dynamic_state), metrics
 
 
-def make_train_step(model, tx, config, lr_schedule, curriculum: Curriculum):
+def make_train_step(model, tx, config, lr_schedule, curriculum: Curriculum, dynamic: I2MCL | None = None,
+                    teacher_features=None):
   return functools.partial(dual_encoder_step, model=model, tx=tx, loss_config=config.loss,
                            curriculum=curriculum, staging_config=config.staging,
-                           lr_schedule=lr_schedule, head_weight=difficulty_head_config(config)[1])
+                           lr_schedule=lr_schedule, head_weight=difficulty_head_config(config)[1], dynamic=dynamic,
+                           teacher_features=teacher_features)
 
 
 def embed_images(params, images, *, model):

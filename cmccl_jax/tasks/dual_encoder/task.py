@@ -13,10 +13,13 @@ import jax.numpy as jnp
 from cmccl_jax import checkpoints, parallel
 from cmccl_jax import config_validation as cv
 from cmccl_jax.curriculum.curriculum import Curriculum
-from cmccl_jax.data import datasets, difficulty, pipeline
+from cmccl_jax.curriculum.i2mcl import I2MCL
+from cmccl_jax.data import augment, datasets, difficulty, pipeline, teacher_features
+from cmccl_jax.data.teacher_features import MODALITIES
+from cmccl_jax.errors import UserError
 from cmccl_jax.data.tokenizer import build_tokenizer
 from cmccl_jax.tasks import base
-from cmccl_jax.tasks.dual_encoder import dashboard, step as dual_encoder_step
+from cmccl_jax.tasks.dual_encoder import dashboard, online_teachers, step as dual_encoder_step
 from cmccl_jax.tasks.dual_encoder.evaluator import RetrievalEvaluator
 from cmccl_jax.tasks.dual_encoder.model import dual_encoder_from_config, pretrained_params
 from cmccl_jax.tasks.dual_encoder.state import create_train_state, learning_rate_schedule, make_optimizer
@@ -26,17 +29,28 @@ class DualEncoderModel:
   """Model, optimizer, sharded state and the jitted step of a dual-encoder config on `mesh`."""
 
   def __init__(self, config, mesh, image_shape: tuple[int, ...], vocab_size: int,
-               curriculum: Curriculum | None = None):
+               curriculum: Curriculum | None = None, teacher_widths: dict[str, int] | None = None,
+               online_teachers=None):
+    """`teacher_widths` ({modality: feature width} of the run's teachers) is what training with I2MCL's
+    distillation needs; without it the model is the towers and heads only (evaluation, reuse).
+    `online_teachers` (online_teachers.OnlineTeachers) computes the teachers' features in the step."""
+    self.online_teachers = online_teachers
+    if online_teachers is not None:
+      teacher_widths = online_teachers.widths
     self.config = config
     self.mesh = mesh
     self.curriculum = curriculum or Curriculum.from_config(config.curriculum, int(config.num_steps))
     self.vocab_size = vocab_size
-    self.model = dual_encoder_from_config(config, vocab_size)
+    self.dynamic = dynamic_curriculum(config, teacher_widths)
+    distill_widths = tuple((m, int(w)) for m, w in (teacher_widths or {}).items()
+                           if int(w) != int(config.model.embed_dim))
+    self.model = dual_encoder_from_config(config, vocab_size, distill_widths)
     self.lr_schedule = learning_rate_schedule(config.optim, int(config.num_steps))
     self.tx = make_optimizer(config.optim, int(config.num_steps), config.staging)
     sample = {"image": jnp.zeros((1,) + tuple(image_shape), jnp.uint8),
               "tokens": jnp.zeros((1, int(config.tokenizer.max_len)), jnp.int32)}
-    self._init = functools.partial(create_train_state, self.model, self.tx, sample_batch=sample)
+    self._init = functools.partial(create_train_state, self.model, self.tx, sample_batch=sample,
+                                   curriculum_state=self.dynamic.init_state() if self.dynamic else None)
     abstract = jax.eval_shape(self._init, jax.random.key(0))
     self.state_shardings = parallel.tree_shardings(mesh, abstract, config.param_sharding)
     self.abstract_state = checkpoints.abstract_with_shardings(abstract, self.state_shardings)
@@ -52,17 +66,45 @@ class DualEncoderModel:
 
   def train_step(self):
     """The jitted step: state donated, batch sharded over `data`, metrics replicated."""
-    return jax.jit(
-        dual_encoder_step.make_train_step(self.model, self.tx, self.config, self.lr_schedule, self.curriculum),
-        in_shardings=(self.state_shardings, parallel.data_sharding(self.mesh)),
+    if self.dynamic is None:
+      raise ValueError("training with config.curriculum.dynamic.distill needs the teachers' widths "
+                       "(DualEncoderModel(teacher_widths=...)); DualEncoderTask passes them")
+    online = self.online_teachers
+    step = jax.jit(
+        dual_encoder_step.make_train_step(self.model, self.tx, self.config, self.lr_schedule, self.curriculum,
+                                          self.dynamic, online.features if online else None),
+        in_shardings=(self.state_shardings, parallel.data_sharding(self.mesh), parallel.replicated(self.mesh)),
         out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
         donate_argnums=0)
+    teacher_params = online.device_params(self.mesh) if online else None
+    return lambda state, batch: step(state, batch, teacher_params)
+
+
+def dynamic_curriculum(config, teacher_widths: dict[str, int] | None) -> I2MCL | None:
+  """The run's I2MCL over the modalities that have a teacher (all when not distilling); None when it
+  distills but `teacher_widths` is not given (a model built for evaluation or reuse, not to train)."""
+  dynamic = config.curriculum.get("dynamic")
+  distill = dynamic is not None and bool(dynamic.get("distill", False))
+  if distill and teacher_widths is None:
+    return None
+  modalities = tuple(m for m in MODALITIES if m in teacher_widths) if distill else MODALITIES
+  out = I2MCL.from_config(dynamic, modalities)
+  if out.inter and len(modalities) < 2:
+    raise UserError(f"config.curriculum.dynamic.inter=True routes between modalities that have teachers; only "
+                    f"{modalities} has one. Set both image_teacher and text_teacher, or inter=False.")
+  return out
 
 
 class DualEncoderTask(base.Task):
   """Dual-encoder training on a dataset's shards, paced by the curriculum."""
 
   EVALUATORS = {"retrieval": "image→text and text→image retrieval metrics on a split"}
+  # I2MCL's fields came later; off is what the code did before.
+  ADDED_FIELDS = {**base.Task.ADDED_FIELDS, **{
+      f"curriculum.dynamic.{k}": v for k, v in dict(
+          distill=False, intra="none", inter=False, image_teacher="", text_teacher="", teacher_step=-1,
+          distill_weight=1.0, momentum=0.9, spl_scale=2.0, superloss_beta=1.0,
+          teacher_features=online_teachers.PRECOMPUTED).items()}}
   SAFE_ON_RESUME = base.Task.SAFE_ON_RESUME + tuple(
       f"optim.{f}" for f in ("learning_rate", "warmup_steps", "end_lr_fraction", "weight_decay", "grad_clip_norm",
                              "b1", "b2"))
@@ -77,12 +119,32 @@ class DualEncoderTask(base.Task):
     self.builder = datasets.get_builder(config.data)
     self.difficulty = difficulty.load_run_difficulty(config, self.builder, self.curriculum)
     self.tokenizer = build_tokenizer(config.tokenizer)
-    # ---------------------------------------------------------------- model + sharding
     self.image_shape = pipeline.image_shape(self.builder, config)
     cv.patch_size_divides(config.model.image.patch_size, self.image_shape[0])  # a dataset's stored size
-    self.model = DualEncoderModel(config, self.mesh, self.image_shape, self.tokenizer.vocab_size, self.curriculum)
+    resolved = teacher_features.resolve_teachers(config.curriculum.get("dynamic"))
+    self.online_teachers = (online_teachers.OnlineTeachers(resolved, config, self.image_shape[0])
+                            if resolved and online_teachers.mode(config) == online_teachers.ONLINE else None)
+    self.teachers = None if self.online_teachers else teacher_features.load_run_teachers(self.builder, resolved)
+    # ---------------------------------------------------------------- model + sharding
+    self.model = DualEncoderModel(config, self.mesh, self.image_shape, self.tokenizer.vocab_size, self.curriculum,
+                                  self.teachers.widths if self.teachers else {}, self.online_teachers)
     self.abstract_state = self.model.abstract_state
     self._histograms = dashboard.DifficultyHistograms(self.curriculum)
+
+  def train_batches(self, local_batch_size: int):
+    return iter(pipeline.train_dataset(self.builder, self.config, self.tokenizer, local_batch_size,
+                                       self.difficulty, self.teachers))
+
+  def describe(self) -> str:
+    lines = [self.difficulty.describe(), f"dynamic curriculum: {self.model.dynamic.describe()}"]
+    if self.online_teachers is not None:
+      lines.append(self.online_teachers.describe())
+    elif self.teachers is not None:
+      line = self.teachers.describe() + " of the un-augmented inputs"
+      if augment.image_enabled(self.config.augment.image) or augment.text_enabled(self.config.augment.text):
+        line += "; the student sees augmented ones (teacher_features='online' matches them)"
+      lines.append(line)
+    return "\n".join(lines)
 
   def make_evaluator(self, kind: str, split: str) -> RetrievalEvaluator:
     del kind  # "retrieval", the only one
@@ -91,6 +153,7 @@ class DualEncoderTask(base.Task):
                               self.image_shape[0], self.difficulty)
 
   def scalars(self, metrics: dict) -> dict[str, float]:
+    self._weight_histograms = dashboard.weight_histograms(metrics)  # written by write_log_summaries
     return dashboard.scalars(metrics, self.curriculum.num_blocks)
 
   def divergence_hint(self) -> str:
@@ -99,14 +162,24 @@ class DualEncoderTask(base.Task):
             f"config.optim.grad_clip_norm={float(self.config.optim.grad_clip_norm):g}")
 
   def log_line(self, scalars: dict[str, float]) -> str:
-    return (f"loss {scalars['loss']:.4f} acc {scalars['accuracy']:.2f} "
+    line = (f"loss {scalars['loss']:.4f} acc {scalars['accuracy']:.2f} "
             f"visible {scalars['visible_fraction']:.0%}")
+    distill = [f"{k.rsplit('/', 1)[1]} {v:.3f}" for k, v in scalars.items() if k.startswith("i2mcl/raw_loss/distill/")]
+    if distill:
+      line += " | distill " + " ".join(distill)
+    alpha = [f"{k.rsplit('/', 1)[1]} {v:.2f}" for k, v in scalars.items() if k.startswith("i2mcl/alpha/")]
+    if alpha:
+      line += " | alpha " + " ".join(alpha)
+    return line
 
   def observe_batch(self, step: int, batch) -> None:
     self._histograms.add(step, batch)
 
   def write_log_summaries(self, writer, step: int) -> None:
     self._histograms.write(writer, step)
+    if getattr(self, "_weight_histograms", None):
+      writer.write_histograms(step, self._weight_histograms)
+      self._weight_histograms = {}
 
   def write_eval_summaries(self, writer, step: int, metrics: dict, batch) -> None:
     row_offset = jax.process_index() * len(batch["image"])  # this process's rows in the global batch
