@@ -7,9 +7,10 @@ Every (variant, seed) trains this config with the variant's overrides at equal
 steps (cmccl_jax/experiments/ablation.py). The variant families are data here, so
 a new curriculum (the dynamic ones, say) joins the table by adding an entry to
 `settings().variants`: {name: {config block: {field: value}}}, merged into the config.
-Sized so the default grid (5 variants × 5 seeds, plus the robustness sweep of the
-baseline and the two best variants at corrupt fractions 0 and 0.4) fits in about
-3 hours on 2 CPU cores.
+The I2MCL variants distil from a teacher run the ablation trains first
+(`teacher`). The default grid is 8 variants × 5 seeds, plus the robustness sweep of
+the baseline and the two best variants at corrupt fractions 0 and 0.4 (about 5 hours
+on 2 CPU cores; finished runs keep a small record, so it runs in parts).
 """
 
 import ml_collections
@@ -22,6 +23,10 @@ def settings() -> ml_collections.ConfigDict:
   def curriculum(**fields):
     return {"curriculum": fields}
 
+  def i2mcl(**fields):  # I2MCL with both towers of the teacher run as teachers, no static pacing
+    return {"curriculum": {"pacing": "none", "dynamic": {
+        "distill": True, "image_teacher": "{teacher}", "text_teacher": "{teacher}", **fields}}}
+
   return ml_collections.ConfigDict(dict(
       variants=dict(
           baseline=curriculum(pacing="none"),
@@ -33,8 +38,16 @@ def settings() -> ml_collections.ConfigDict:
           disjoint_phases=curriculum(pacing="disjoint_phases", order="easy_first"),
           anti=curriculum(pacing="root", order="hard_first"),
           random=curriculum(pacing="root", order="random"),
+          kd=i2mcl(),
+          kd_intra=i2mcl(intra="spl_linear"),
+          kd_intra_inter=i2mcl(intra="spl_linear", inter=True),
+          kd_superloss_inter=i2mcl(intra="superloss", inter=True),
       ),
-      run=("baseline", "root", "phases", "anti", "random"),
+      run=("baseline", "root", "phases", "anti", "random", "kd", "kd_intra", "kd_intra_inter"),
+      # The run whose towers teach the I2MCL variants ("{teacher}" above): the baseline with another
+      # seed, trained on the same (noisy) data at each corrupt fraction, so distillation brings no
+      # knowledge the baseline could not have had (self-distillation, as a born-again network).
+      teacher=dict(variant="baseline", seed=100),
       seeds=(0, 1, 2, 3, 4),
       # Selection, comparison and convergence are judged on this main-evaluator metric; the
       # validation evaluator's value of it picks each run's step and the variants to sweep.

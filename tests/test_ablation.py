@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -39,6 +40,20 @@ def test_a_variant_merges_its_blocks_into_the_config():
   assert base.curriculum.order == "easy_first"  # the base is left as it was
 
 
+def test_teacher_placeholders_become_the_teacher_runs_workdir():
+  base = ml_collections.ConfigDict({"seed": 0, "evals": {}, "ablation": ablation_settings(),
+                                    "curriculum": {"pacing": "root", "dynamic": {
+                                        "distill": False, "inter": False, "intra": "none",
+                                        "image_teacher": "", "text_teacher": ""}}})
+  assert ablation.needs_teacher(base, "kd_intra_inter") and not ablation.needs_teacher(base, "root")
+  config = ablation.variant_config(base, "kd_intra_inter", 1, teacher="exp/a/teacher")
+  dynamic = config.curriculum.dynamic
+  assert (dynamic.image_teacher, dynamic.text_teacher, dynamic.inter, config.curriculum.pacing) == (
+      "exp/a/teacher", "exp/a/teacher", True, "none")
+  with pytest.raises(ValueError, match="teacher"):
+    ablation.variant_config(base, "kd", 1)
+
+
 def test_per_query_values_average_to_the_metric():
   arrays = {"semantic/t2i/first_rank": np.array([1, 3, 1, 7]), "semantic/t2i/ap": np.array([1.0, 0.5, 1.0, 0.25])}
   assert ablation.per_query_values(arrays, "semantic/t2i/R@1").mean() == 50.0
@@ -55,7 +70,7 @@ def test_ablate_end_to_end_on_tiny_runs(tiny_data_dir, tmp_path):
   r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1100)
   assert r.returncode == 0, r.stderr[-3000:]
   text = open(tmp_path / "results.md").read()
-  for row in ("| baseline |", "| anti |", "corrupt 0.25", "| ground_truth | 1.000 |"):
+  for row in ("| baseline |", "| anti |", "| kd_intra_inter |", "corrupt 0.25", "| ground_truth | 1.000 |"):
     assert row in text, row
   results = json.load(open(tmp_path / "results.json"))
   anti = results["table"]["anti"]
@@ -67,9 +82,20 @@ def test_ablate_end_to_end_on_tiny_runs(tiny_data_dir, tmp_path):
   for name in ("curves", "paired", "convergence", "robustness"):
     assert os.path.getsize(tmp_path / f"{name}.png") > 1000, name
   assert os.path.isfile(tmp_path / "corrupt0.25" / "baseline" / "seed1" / "per_query" / "eval-12.npz")
-  # A second call finds every run finished and trains nothing.
+  # The I2MCL variant distilled from the teacher run, trained once per corrupt fraction.
+  kd = json.load(open(tmp_path / "kd_intra_inter" / "seed0" / "config.json"))["curriculum"]["dynamic"]
+  assert kd["image_teacher"] == kd["text_teacher"] == str(tmp_path / "teacher")
+  assert os.path.isdir(tmp_path / "teacher" / "checkpoints")
+  # A second call finds every run finished and trains nothing; so does a third from the records alone.
   r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0 and "==" not in r.stdout, r.stdout[-2000:]
+  for name in os.listdir(tmp_path):
+    if name not in ("records", "cost.json") and os.path.isdir(tmp_path / name):
+      shutil.rmtree(tmp_path / name)
+  r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0 and "==" not in r.stdout, r.stdout[-2000:]
+  again = json.load(open(tmp_path / "results.json"))
+  assert again["table"] == results["table"] and again["robustness"] == results["robustness"]
   # A finished run of another config is not taken for this one.
   r = subprocess.run(cmd + ["--config.optim.learning_rate=0.002"], cwd=REPO, env=env, capture_output=True, text=True,
                      timeout=600)

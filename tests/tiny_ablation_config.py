@@ -9,6 +9,6 @@ def get_config(data_dir: str):
   c.eval_every_steps = 6
   c.eval_batch_size = 8
   c.ablation = ablation.settings()
-  c.ablation.update(dict(run=("baseline", "anti"), seeds=(0, 1), corrupt_fractions=(0.0, 0.25),
+  c.ablation.update(dict(run=("baseline", "anti", "kd_intra_inter"), seeds=(0, 1), corrupt_fractions=(0.0, 0.25),
                          robustness_top=1, target_fraction=0.5))
   return c

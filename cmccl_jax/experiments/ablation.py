@@ -38,8 +38,12 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/ablation.py", "Base
 _WORKDIR = flags.DEFINE_string("workdir", "exp/ablation", "Where the runs and the results go.")
 _VARIANTS = flags.DEFINE_list("variants", [], "Variants to run (default: config.ablation.run).")
 _SEEDS = flags.DEFINE_list("seeds", [], "Seeds per variant (default: config.ablation.seeds).")
+_RECORDS = flags.DEFINE_string("records", "", "Where each finished run's record goes (default WORKDIR/records); "
+                               "a run with a record is not trained again, even without its workdir.")
 
 BASELINE = "baseline"
+# A variant's string field with this value names the teacher run's workdir (config.ablation.teacher).
+TEACHER = "{teacher}"
 # The evaluator every run gets for model selection, beside the main one ("eval", the test split).
 VALIDATION = "val"
 MAIN = "eval"
@@ -53,15 +57,40 @@ def _merge(node, overrides: dict) -> None:
       node[key] = value
 
 
-def variant_config(base, variant: str, seed: int, corrupt_fraction: float | None = None):
-  """The base config with `variant`'s overrides, `seed`, a validation evaluator and, if given, the noise."""
+def _teacher_fields(overrides: dict, prefix: str = "") -> list[str]:
+  out = []
+  for key, value in overrides.items():
+    if isinstance(value, dict):
+      out += _teacher_fields(value, f"{prefix}{key}.")
+    elif value == TEACHER:
+      out.append(prefix + key)
+  return out
+
+
+def needs_teacher(base, variant: str) -> bool:
+  """Whether `variant` names the teacher run (a field set to "{teacher}")."""
+  return bool(_teacher_fields(base.ablation.variants[variant].to_dict()))
+
+
+def variant_config(base, variant: str, seed: int, corrupt_fraction: float | None = None, teacher: str = ""):
+  """The base config with `variant`'s overrides, `seed`, a validation evaluator and, if given, the noise;
+  fields set to "{teacher}" become `teacher`, the teacher run's workdir."""
   variants = base.ablation.variants
   if variant not in variants:
     raise UserError(f"unknown ablation variant {variant!r}; known: {', '.join(variants)} (config.ablation.variants).")
+  overrides = variants[variant].to_dict()
   config = base.copy_and_resolve_references()
   with config.unlocked():
     config.seed = seed
-    _merge(config, variants[variant].to_dict())
+    _merge(config, overrides)
+    for field in _teacher_fields(overrides):
+      if not teacher:
+        raise ValueError(f"variant {variant!r} needs its teacher run's workdir for config.{field}")
+      *parents, leaf = field.split(".")
+      node = config
+      for key in parents:
+        node = node[key]
+      node[leaf] = teacher
     if corrupt_fraction is not None:
       config.data.synthetic.corrupt_fraction = float(corrupt_fraction)
     if VALIDATION not in config.evals:
@@ -149,7 +178,7 @@ def _ci(cell: dict) -> str:
   return f"{cell['mean']:.2f} [{cell['low']:.2f}, {cell['high']:.2f}]"
 
 
-def markdown(table, robustness, correlations, settings, base, seeds, target, cost_s) -> str:
+def markdown(table, robustness, correlations, settings, base, seeds, target, cost_s, teacher=None) -> str:
   metric = settings.metric
   lines = [
       f"# Curriculum ablation on `{metric}`", "",
@@ -161,7 +190,11 @@ def markdown(table, robustness, correlations, settings, base, seeds, target, cos
       "interval that resamples seeds and test queries. *To target*: steps (and train seconds) until "
       f"the run first reaches {target:.2f} ({settings.target_fraction:g} × the baseline's mean final), "
       f"interpolated between evaluations; *reached*: runs that did. Wall time of the whole ablation: "
-      f"{cost_s / 3600:.2f} h.", "",
+      f"{cost_s / 3600:.2f} h.", ""]
+  if teacher is not None:
+    lines += [f"The distilling variants learn from the towers of a teacher run (`{settings.teacher.variant}`, seed "
+              f"{settings.teacher.seed}, same data; final {teacher.final:.2f}, selected {teacher.selected:.2f}).", ""]
+  lines += [
       "| variant | final | selected | Δ vs baseline | p | bootstrap Δ | to target: steps | s | reached | step ms |",
       "|---|---|---|---|---|---|---|---|---|---|"]
   for variant, row in table.items():
@@ -296,7 +329,7 @@ def main(argv) -> None:
   seeds = [int(s) for s in (_SEEDS.value or settings.seeds)]
   variants = list(_VARIANTS.value or settings.run)
   for variant in variants:
-    variant_config(base, variant, 0)  # unknown names fail before any training
+    variant_config(base, variant, 0, teacher=TEACHER)  # unknown names fail before any training
   if BASELINE not in variants:
     raise UserError(f"--variants must include {BASELINE!r}: every comparison is paired with it")
   root = _WORKDIR.value
@@ -305,26 +338,55 @@ def main(argv) -> None:
   num_steps, metric = int(base.num_steps), settings.metric
   spent = {"s": 0.0}
 
-  def run(variant: str, seed: int, noise: float) -> Run:
-    where = (os.path.join(root, variant, f"seed{seed}") if noise == base_noise
-             else os.path.join(root, f"corrupt{noise:g}", variant, f"seed{seed}"))
+  records = _RECORDS.value or os.path.join(root, "records")
+  ignored = ("evals.", "eval_batch_size", "log_every_steps", "ablation.")
+
+  def check_same(workdir, config, where: str) -> None:
+    # A finished run is reused only if it is this run: same config up to the evaluation schedule.
+    changed = {k: v for k, v in workdir.config_changes(config, tasks.added_fields(config)).items()
+               if not k.startswith(ignored)}
+    if changed:
+      raise UserError(f"{where} holds a finished run of another config ("
+                      + "; ".join(f"config.{k}: {a} -> {b}" for k, (a, b) in sorted(changed.items())[:4])
+                      + "); give this ablation another NAME, or move that folder away")
+
+  def train(config, where: str, label: str) -> Workdir:
     workdir = Workdir(where)
-    config = variant_config(base, variant, seed, noise)
     if num_steps in run_history(workdir.read_metrics())[0]:
-      # A finished run is reused only if it is this run: same config up to the evaluation schedule.
-      changed = {k: v for k, v in workdir.config_changes(config, tasks.added_fields(config)).items()
-                 if not k.startswith(("evals.", "eval_batch_size", "log_every_steps", "ablation."))}
-      if changed:
-        raise UserError(f"{where} holds a finished run of another config ("
-                        + "; ".join(f"config.{k}: {a} -> {b}" for k, (a, b) in sorted(changed.items())[:4])
-                        + "); give this ablation another NAME, or move that folder away")
+      check_same(workdir, config, where)
     else:
       tasks.validate(config)
-      print(f"== {variant} seed {seed} corrupt {noise:g} -> {where}", flush=True)
+      print(f"== {label} -> {where}", flush=True)
       t0 = time.time()
       loop.train(config, where)
       spent["s"] += time.time() - t0
-    return Run(workdir, metric, num_steps)
+    return workdir
+
+  def where_of(name: str, seed: int | None, noise: float) -> str:
+    parts = ([] if noise == base_noise else [f"corrupt{noise:g}"]) + [name] + ([] if seed is None else [f"seed{seed}"])
+    return os.path.join(*parts)
+
+  def teacher(noise: float) -> str:
+    """The teacher run's workdir at `noise`, trained (to its checkpoint: the features come from it) if missing."""
+    spec = settings.teacher
+    rel = where_of("teacher", None, noise)
+    config = variant_config(base, spec.variant, int(spec.seed), noise)
+    workdir = train(config, os.path.join(root, rel), f"teacher ({spec.variant} seed {spec.seed}) corrupt {noise:g}")
+    save_record(workdir, Workdir(os.path.join(records, rel)), metric, num_steps)
+    return workdir.path
+
+  def run(variant: str, seed: int, noise: float) -> Run:
+    rel = where_of(variant, seed, noise)
+    where, record = os.path.join(root, rel), Workdir(os.path.join(records, rel))
+    teacher_dir = os.path.join(root, where_of("teacher", None, noise)) if needs_teacher(base, variant) else ""
+    config = variant_config(base, variant, seed, noise, teacher_dir)
+    if num_steps in run_history(record.read_metrics())[0]:
+      check_same(record, config, record.path)
+    else:
+      if teacher_dir:
+        teacher(noise)
+      save_record(train(config, where, f"{variant} seed {seed} corrupt {noise:g}"), record, metric, num_steps)
+    return Run(record, metric, num_steps)
 
   runs = {v: [] for v in variants}
   for seed in seeds:
@@ -353,7 +415,9 @@ def main(argv) -> None:
   correlations = (scorer_correlations(builder, run_difficulty.table) if "complexity" in builder.info.features
                   else {})
   cost = _cost(root, spent["s"])
-  text = markdown(table, robustness, correlations, settings, base, seeds, target, cost)
+  taught = any(needs_teacher(base, v) for v in variants)
+  teacher_run = Run(Workdir(os.path.join(records, "teacher")), metric, num_steps) if taught else None
+  text = markdown(table, robustness, correlations, settings, base, seeds, target, cost, teacher_run)
   with open(os.path.join(root, "results.md"), "w") as f:
     f.write(text)
   plots(root, runs, table, robustness, metric, target)
@@ -365,6 +429,30 @@ def main(argv) -> None:
               f, indent=1)
   print(text + f"\nwrote {root}/results.md, curves.png, paired.png, convergence.png, robustness.png, results.json",
         flush=True)
+
+
+def save_record(workdir, record, metric: str, num_steps: int) -> None:
+  """What the results need of a finished run, small enough to keep (commit) without its checkpoints: the
+  config, the evaluation and step-time records of metrics.jsonl, and the final per-query values of `metric`."""
+  from cmccl_jax.workdir import config_json_text
+  os.makedirs(record.path, exist_ok=True)
+  with open(record.file("config.json"), "w") as f:
+    f.write(config_json_text(workdir.file("config.json")))
+  keep = (f"{MAIN}/", f"{VALIDATION}/")
+  lines = []
+  for r in workdir.read_metrics():
+    kept = {k: v for k, v in r.items() if k in ("step", "step_time_ms") or k.startswith(keep)}
+    if len(kept) > 1:
+      lines.append(json.dumps(kept) + "\n")
+  prefix = metric.rpartition("/")[0] + "/"
+  arrays = {k: v for k, v in workdir.load_per_query(MAIN, num_steps).items() if k.startswith(prefix)}
+  if arrays:  # before metrics.jsonl: a record with its final evaluation is complete
+    path = record.per_query_file(MAIN, num_steps)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez_compressed(path, **arrays)
+  with open(record.file("metrics.jsonl") + ".tmp", "w") as f:
+    f.writelines(lines)
+  os.replace(record.file("metrics.jsonl") + ".tmp", record.file("metrics.jsonl"))
 
 
 def _cost(root: str, spent_now: float) -> float:
