@@ -1,13 +1,19 @@
-"""Step time with the curriculum on vs off, measured in one run: the cost of pacing.
+"""Step time with a curriculum on vs off, measured in one run: the cost of pacing, or of I2MCL.
 
   python benchmarks/curriculum_step_time.py [--config=configs/ablation.py] [--rounds=6] [--steps=40]
+  python benchmarks/curriculum_step_time.py --compare=i2mcl --teacher=exp/ablation/teacher
 
-Two trainers of the same config in one process: "off" (pacing none, uniform
-batches) and "on" (root pacing, the host sampler drawing each batch from the
-visible blocks and the device mask). They take turns, `steps` train steps each per
-round, so machine drift hits both alike. A step's time is host batch + device step
-to completion, what the train loop pays. Prints the median ms/step of each and the
-ratio on / off (the goal is <= 1.03).
+Trainers of the same config in one process take turns, `steps` train steps each per
+round, so machine drift hits all alike. A step's time is host batch + device step
+to completion, what the train loop pays. Prints the median ms/step of each and its
+ratio to "off".
+  --compare=pacing: "off" (pacing none, uniform batches) and "on" (root pacing, the
+    host sampler drawing each batch from the visible blocks and the device mask); the
+    goal is on / off <= 1.03.
+  --compare=i2mcl: "off" and I2MCL with the towers of `teacher` as both teachers:
+    "kd", "kd+intra" (self-paced weights), "full" (kd + intra + MGDA routing) with
+    precomputed features, and "full online" (the teachers run in the step); the goal
+    is full / off <= 1.10.
 """
 
 import argparse
@@ -51,7 +57,11 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=40, help="steps per trainer per round")
   parser.add_argument("--host_sampler", type=int, default=1,
                       help="1: 'on' also samples batches by block on the host; 0: the device mask alone")
+  parser.add_argument("--compare", choices=("pacing", "i2mcl"), default="pacing")
+  parser.add_argument("--teacher", default="", help="--compare=i2mcl: exp/NAME of a dual encoder of this config")
   args = parser.parse_args()
+  if args.compare == "i2mcl" and not args.teacher:
+    parser.error("--compare=i2mcl needs --teacher=exp/NAME (e.g. exp/ablation/teacher, which bash ablate.sh trains)")
   import importlib.util
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
@@ -59,22 +69,39 @@ def main() -> None:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   base = module.get_config()
+  if args.compare == "pacing":
+    contenders = {"off": dict(pacing="none"),
+                  "on": dict(pacing="root", order="easy_first", host_sampler=bool(args.host_sampler))}
+    goal = ("on", 1.03)
+  else:
+    kd = dict(distill=True, image_teacher=args.teacher, text_teacher=args.teacher)
+    contenders = {"off": dict(pacing="none"),
+                  "kd": dict(pacing="none", dynamic=kd),
+                  "kd+intra": dict(pacing="none", dynamic=dict(kd, intra="spl_linear")),
+                  "full": dict(pacing="none", dynamic=dict(kd, intra="spl_linear", inter=True)),
+                  "full online": dict(pacing="none", dynamic=dict(kd, intra="spl_linear", inter=True,
+                                                                  teacher_features="online"))}
+    goal = ("full", 1.10)
   trainers = {}
-  on = dict(pacing="root", order="easy_first", host_sampler=bool(args.host_sampler))
-  for name, fields in (("off", dict(pacing="none")), ("on", on)):
+  for name, fields in contenders.items():
     config = base.copy_and_resolve_references()
+    dynamic = fields.pop("dynamic", None)
     config.curriculum.update(fields)
+    if dynamic:
+      config.curriculum.dynamic.update(dynamic)
     trainers[name] = _trainer(config)
   times = {name: [] for name in trainers}
+  names = list(trainers)
   for r in range(args.rounds):
-    for name in (("off", "on") if r % 2 == 0 else ("on", "off")):
+    for name in names[r % len(names):] + names[:r % len(names)]:  # each round starts with the next one
       times[name].extend(_run(trainers[name], args.steps))
   medians = {name: statistics.median(t) for name, t in times.items()}
   print(f"{args.rounds} rounds x {args.steps} steps each, batch {base.batch_size}, config {args.config}, "
-        f"host sampler {'on' if args.host_sampler else 'off'}")
-  for name in ("off", "on"):
-    print(f"  curriculum {name:3s}: median {medians[name]:.1f} ms/step")
-  print(f"ratio on / off: {medians['on'] / medians['off']:.3f} (goal <= 1.03)")
+        f"host sampler {'on' if args.host_sampler else 'off'}, {jax.device_count()} {jax.devices()[0].platform} "
+        "device(s)")
+  for name in names:
+    print(f"  {name:12s}: median {medians[name]:.1f} ms/step, {medians[name] / medians['off']:.3f} x off")
+  print(f"ratio {goal[0]} / off: {medians[goal[0]] / medians['off']:.3f} (goal <= {goal[1]:.2f})")
 
 
 if __name__ == "__main__":
