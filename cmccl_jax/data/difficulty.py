@@ -28,7 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from cmccl_jax.curriculum.curriculum import LEARNED, Curriculum
-from cmccl_jax.data.local_builder import LocalBuilder
+from cmccl_jax.data.local_builder import LocalBuilder, derived_name
 from cmccl_jax.errors import UserError
 from cmccl_jax.workdir import Workdir
 
@@ -229,13 +229,8 @@ class DifficultyScoresConfig(tfds.core.BuilderConfig):
   def __post_init__(self):
     check_scorer_names([self.scorer])
     tag = _settings_tag(json.loads(self.settings))
-    builder, config, version = self.dataset.split("/")
     # Scorer names hold no "-", builder names none either: the parts cannot run into each other.
-    expected = f"{self.scorer}{tag}-{builder}-{config}-v{version}"
-    if self.name and self.name != expected:
-      raise UserError(f"config name {self.name!r} does not match its parameters; leave it empty to get "
-                      f"{expected!r}")
-    self.name = expected
+    self.name = derived_name(self.name, f"{self.scorer}{tag}", self.dataset)
 
 
 # What a computed score build holds: {split: (ids int64 [n], scores float32 [n])}.

@@ -2,6 +2,18 @@
 
 import tensorflow_datasets as tfds
 
+from cmccl_jax.errors import UserError
+
+
+def derived_name(given: str, prefix: str, dataset: str) -> str:
+  """The config name of a build derived from the image build `dataset` ("builder/config/version"):
+  `prefix` (what the build holds) then the image build; a `given` name must be that one."""
+  builder, config, version = dataset.split("/")
+  expected = f"{prefix}-{builder}-{config}-v{version}"
+  if given and given != expected:
+    raise UserError(f"config name {given!r} does not match its parameters; leave it empty to get {expected!r}")
+  return expected
+
 
 class LocalBuilder(tfds.core.GeneratorBasedBuilder):
   """A GeneratorBasedBuilder without TFDS's download report.

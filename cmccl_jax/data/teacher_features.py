@@ -28,7 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from cmccl_jax.data import difficulty
-from cmccl_jax.data.local_builder import LocalBuilder
+from cmccl_jax.data.local_builder import LocalBuilder, derived_name
 from cmccl_jax.errors import UserError
 from cmccl_jax.models import hf_import
 from cmccl_jax.workdir import Workdir
@@ -50,13 +50,8 @@ class TeacherFeaturesConfig(tfds.core.BuilderConfig):
   def __post_init__(self):
     if self.modality not in MODALITIES:
       raise ValueError(f"modality {self.modality!r} is not one of {MODALITIES}")
-    builder, config, version = self.dataset.split("/")
     tag = hashlib.sha256(self.teacher.encode()).hexdigest()[:10]
-    expected = f"{self.modality}-x{tag}-{builder}-{config}-v{version}"
-    if self.name and self.name != expected:
-      raise UserError(f"config name {self.name!r} does not match its parameters; leave it empty to get "
-                      f"{expected!r}")
-    self.name = expected
+    self.name = derived_name(self.name, f"{self.modality}-x{tag}", self.dataset)
 
 
 # What a computed build holds: {split: (ids int64 [n], features float32 [n, d] or [n, C, d])}.
