@@ -3,11 +3,18 @@
 Dual encoders call `contrastive_loss` on image and text embeddings; every XMC-GAN
 term calls it too. Inputs are global (sharded) arrays, so negatives are global:
 the logits see the whole batch, not a device's slice.
+
+Kinds: "softmax" (InfoNCE/CLIP), "sigmoid" (SigLIP), "max_violation" (VSE++'s hinge on
+the hardest negative). Hard negatives (`HardNegatives`): "hn_nce" (Radenovic et al.
+2023) and "hcl" (Robinson et al. 2021) reweight the negatives of each anchor; a margin
+on the positive (scalar, scheduled by the caller, or one per example) makes every kind
+ask for a gap. All keep the mask: a masked example is neither an anchor nor a negative.
 """
 
 from collections.abc import Callable
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 
@@ -22,49 +29,176 @@ def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-8) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=axis, keepdims=True), eps * eps))
 
 
+KINDS = ("softmax", "sigmoid", "max_violation")
+HARD_NEGATIVES = ("none", "hn_nce", "hcl")
+# "negatives/top_mass": the share of an anchor's negative probability mass on its TOP_K hardest negatives.
+TOP_K = 5
+
+
+@flax.struct.dataclass
+class HardNegatives:
+  """How the negatives of each anchor are weighted; the numbers may be traced (a schedule of the step).
+
+  kind "none": as the loss kind defines. "hn_nce" (softmax, sigmoid): negative j of anchor i
+  gets w_ij = (k−1)·softmax_{l≠i}(β s_il)_j, normalised over that anchor's own negatives
+  (row i for image anchors, column i for text anchors), so Σ_j≠i w_ij = k−1 (k valid examples)
+  and β = 0 is the unweighted loss; `alpha` scales the positive in the softmax denominator
+  (1: InfoNCE's). w is a constant for the gradient (stop-gradient): it is an importance
+  weight of the negative distribution, not something to optimise. "hcl" (softmax): HCL's
+  debiased, β-tilted negative term, with τ⁺ = `tau_plus`, clamped at N·e^{−scale} (the
+  smallest e^{s}), gradients through it as in its reference code.
+  """
+
+  kind: str = flax.struct.field(pytree_node=False, default="none")
+  alpha: Any = 1.0
+  beta: Any = 0.0
+  tau_plus: Any = 0.1
+
+
+def _off_diagonal_log_weights(logits, pair_valid, beta, axis: int):
+  """log w of HN-NCE over `axis` (1: each row's negatives, 0: each column's), detached; −∞-like off the mask."""
+  n = logits.shape[0]
+  negative = pair_valid & ~jnp.eye(n, dtype=bool)
+  tilted = jnp.where(negative, beta * logits, _NEG)
+  count = jnp.sum(negative, axis=axis, keepdims=True)
+  log_w = jnp.log(jnp.maximum(count, 1).astype(jnp.float32)) + tilted - jax.nn.logsumexp(
+      tilted, axis=axis, keepdims=True)
+  return jax.lax.stop_gradient(jnp.where(negative, log_w, _NEG))
+
+
+def top_negative_mass(logits, pair_valid, log_weights=None, k: int = TOP_K):
+  """Mean over valid anchors (rows) of the share of the row's negative mass (w_ij e^{s_ij}) on its k largest."""
+  n = logits.shape[0]
+  negative = pair_valid & ~jnp.eye(n, dtype=bool)
+  scores = jnp.where(negative, logits if log_weights is None else logits + log_weights, _NEG)
+  p = jax.nn.softmax(scores, axis=1) * negative
+  top = jax.lax.top_k(p, min(k, n))[0]
+  has = jnp.any(negative, axis=1)
+  return jnp.sum(jnp.where(has, jnp.sum(top, axis=1), 0.0)) / jnp.maximum(jnp.sum(has), 1)
+
+
 def _masked_mean(values: jax.Array, valid: jax.Array, weights: jax.Array) -> jax.Array:
   """sum_i valid_i w_i v_i / max(sum_i valid_i, 1): weights rescale, the count normalises."""
   weighted = jnp.where(valid, weights * values, 0.0)
   return jnp.sum(weighted) / jnp.maximum(jnp.sum(valid), 1)
 
 
-def softmax_contrastive(logits: jax.Array, valid: jax.Array, weights: jax.Array) -> dict[str, jax.Array]:
+def softmax_contrastive(logits: jax.Array, valid: jax.Array, weights: jax.Array,
+                        hard: HardNegatives = HardNegatives(), margin_logit: jax.Array | float = 0.0,
+                        scale: jax.Array | float = 1.0) -> dict[str, jax.Array]:
   """InfoNCE in both directions on square logits whose diagonal holds the positives.
 
   L = ½ [CE(rows) + CE(columns)]; an invalid example is dropped as an anchor (its
   row/column loss does not count) and as a negative (its column/row is excluded).
+  `margin_logit` ([N] or scalar) is subtracted from each positive logit; `hard` reweights
+  the negatives (HardNegatives); `scale` is the logits' 1/τ (HCL's clamp).
   """
+  n = logits.shape[0]
+  eye = jnp.eye(n, dtype=bool)
   pair_valid = valid[:, None] & valid[None, :]
-  masked = jnp.where(pair_valid, logits, _NEG)
+  shifted = logits - jnp.where(eye, margin_logit, 0.0)  # the margin on the diagonal only
+  masked = jnp.where(pair_valid, shifted, _NEG)
   diag = jnp.diagonal(masked)
-  a2b = jax.nn.logsumexp(masked, axis=1) - diag
-  b2a = jax.nn.logsumexp(masked, axis=0) - diag
+  log_w_rows = log_w_cols = None
+  if hard.kind == "none":
+    a2b = jax.nn.logsumexp(masked, axis=1) - diag
+    b2a = jax.nn.logsumexp(masked, axis=0) - diag
+  elif hard.kind == "hn_nce":
+    log_alpha = jnp.where(hard.alpha > 0, jnp.log(jnp.maximum(hard.alpha, 1e-30)), _NEG)
+    log_w_rows = _off_diagonal_log_weights(logits, pair_valid, hard.beta, axis=1)
+    log_w_cols = _off_diagonal_log_weights(logits, pair_valid, hard.beta, axis=0)
+    positive = jnp.where(eye, masked + log_alpha, _NEG)
+    a2b = jax.nn.logsumexp(jnp.where(eye, positive, masked + log_w_rows), axis=1) - diag
+    b2a = jax.nn.logsumexp(jnp.where(eye, positive, masked + log_w_cols), axis=0) - diag
+  elif hard.kind == "hcl":
+    a2b = _hcl(masked, pair_valid, hard, scale, axis=1)
+    b2a = _hcl(masked, pair_valid, hard, scale, axis=0)
+  else:
+    raise ValueError(f"unknown hard-negative kind {hard.kind!r}; use one of {HARD_NEGATIVES}")
   per_example = 0.5 * (a2b + b2a)
-  eye = jnp.eye(logits.shape[0], dtype=bool)
-  correct_a2b = jnp.argmax(masked, axis=1) == jnp.arange(logits.shape[0])
+  correct_a2b = jnp.argmax(masked, axis=1) == jnp.arange(n)
   return {
       "loss": _masked_mean(per_example, valid, weights),
       "loss_a2b": _masked_mean(a2b, valid, weights),
       "loss_b2a": _masked_mean(b2a, valid, weights),
       "per_example": jnp.where(valid, per_example, 0.0),
       "accuracy": _masked_mean(correct_a2b.astype(jnp.float32), valid, jnp.ones_like(weights)),
-      "positive_logit": _masked_mean(diag, valid, jnp.ones_like(weights)),
+      "positive_logit": _masked_mean(jnp.diagonal(logits), valid, jnp.ones_like(weights)),
       "negative_logit": jnp.sum(jnp.where(pair_valid & ~eye, logits, 0.0))
       / jnp.maximum(jnp.sum(pair_valid & ~eye), 1),
+      "top_negative_mass": top_negative_mass(logits, pair_valid, log_w_rows),
   }
 
 
-def sigmoid_contrastive(logits: jax.Array, valid: jax.Array, weights: jax.Array) -> dict[str, jax.Array]:
+def _hcl(masked, pair_valid, hard: HardNegatives, scale, axis: int):
+  """HCL's per-anchor loss along `axis`: −log(e^{s⁺} / (e^{s⁺} + N_g)), in log space (e^{s} overflows at s > 88).
+
+  N_g = max((R − τ⁺·N·e^{s⁺}) / (1 − τ⁺), N·e^{−scale}), R = N·Σ e^{(1+β)s} / Σ e^{βs} over the N negatives.
+  """
+  n = masked.shape[0]
+  negative = pair_valid & ~jnp.eye(n, dtype=bool)
+  count = jnp.maximum(jnp.sum(negative, axis=axis), 1).astype(jnp.float32)
+  pos = jnp.diagonal(masked)
+  neg = jnp.where(negative, masked, _NEG)
+  log_r = (jnp.log(count) + jax.nn.logsumexp(jnp.where(negative, (1 + hard.beta) * neg, _NEG), axis=axis)
+           - jax.nn.logsumexp(jnp.where(negative, hard.beta * neg, _NEG), axis=axis))
+  top = jnp.maximum(pos, log_r)
+  e_pos = jnp.exp(pos - top)
+  ng = jnp.maximum((jnp.exp(log_r - top) - hard.tau_plus * count * e_pos) / (1 - hard.tau_plus),
+                   count * jnp.exp(-scale - top))
+  loss = top - pos + jnp.log(e_pos + ng)
+  return jnp.where(jnp.any(negative, axis=axis), loss, 0.0)  # no negative: nothing to contrast
+
+
+def max_violation_contrastive(cosines: jax.Array, valid: jax.Array, weights: jax.Array,
+                              margin: jax.Array | float = 0.0, hinge: float = 0.2) -> dict[str, jax.Array]:
+  """VSE++ (Faghri et al. 2018): ℓ_i = ½ [max_j≠i (h + c_ij − c'_ii)₊ + max_j≠i (h + c_ji − c'_ii)₊]
+  on cosines, c'_ii = c_ii − margin (h = `hinge`, VSE++'s 0.2; its loss is the sum, 2 × this)."""
+  n = cosines.shape[0]
+  eye = jnp.eye(n, dtype=bool)
+  pair_valid = valid[:, None] & valid[None, :]
+  negative = pair_valid & ~eye
+  pos = jnp.diagonal(cosines) - margin
+  violation = jnp.where(negative, jax.nn.relu(hinge + cosines - pos[:, None]), 0.0)
+  a2b = jnp.max(violation, axis=1)
+  violation_t = jnp.where(negative, jax.nn.relu(hinge + cosines - pos[None, :]), 0.0)
+  b2a = jnp.max(violation_t, axis=0)
+  per_example = 0.5 * (a2b + b2a)
+  hardest = jnp.max(jnp.where(negative, cosines, -jnp.inf), axis=1)
+  return {
+      "loss": _masked_mean(per_example, valid, weights),
+      "loss_a2b": _masked_mean(a2b, valid, weights),
+      "loss_b2a": _masked_mean(b2a, valid, weights),
+      "per_example": jnp.where(valid, per_example, 0.0),
+      "accuracy": _masked_mean((jnp.diagonal(cosines) > hardest).astype(jnp.float32), valid, jnp.ones_like(weights)),
+      "positive_logit": _masked_mean(jnp.diagonal(cosines), valid, jnp.ones_like(weights)),
+      "negative_logit": jnp.sum(jnp.where(negative, cosines, 0.0)) / jnp.maximum(jnp.sum(negative), 1),
+      "top_negative_mass": top_negative_mass(cosines, pair_valid),
+  }
+
+
+def sigmoid_contrastive(logits: jax.Array, valid: jax.Array, weights: jax.Array,
+                        hard: HardNegatives = HardNegatives(), margin_logit: jax.Array | float = 0.0
+                        ) -> dict[str, jax.Array]:
   """SigLIP: ℓ_i = −Σ_j log σ(z_ij · logit_ij), z = +1 on the diagonal, −1 elsewhere.
 
   The sum runs over valid columns only; the loss is the (weighted) mean over
-  valid rows, as in SigLIP where it is normalised by the batch size.
+  valid rows, as in SigLIP where it is normalised by the batch size. `margin_logit` is
+  subtracted from each positive logit; with `hard` "hn_nce" each negative pair's term is
+  weighted by HN-NCE's w_ij over its row (α has no meaning here; "hcl" is softmax only).
   """
   n = logits.shape[0]
   eye = jnp.eye(n, dtype=bool)
   labels = jnp.where(eye, 1.0, -1.0)
   pair_valid = valid[:, None] & valid[None, :]
-  pair_loss = jnp.where(pair_valid, -jax.nn.log_sigmoid(labels * logits), 0.0)
+  shifted = logits - jnp.where(eye, margin_logit, 0.0)
+  pair_loss = jnp.where(pair_valid, -jax.nn.log_sigmoid(labels * shifted), 0.0)
+  log_w = None
+  if hard.kind == "hn_nce":
+    log_w = _off_diagonal_log_weights(logits, pair_valid, hard.beta, axis=1)
+    pair_loss = pair_loss * jnp.where(eye, 1.0, jnp.exp(log_w))
+  elif hard.kind != "none":
+    raise ValueError(f"hard negatives {hard.kind!r} have no sigmoid form; use 'hn_nce' or the softmax loss")
   per_example = jnp.sum(pair_loss, axis=1)
   correct = jnp.where(pair_valid, (logits > 0) == eye, True)
   return {
@@ -74,6 +208,7 @@ def sigmoid_contrastive(logits: jax.Array, valid: jax.Array, weights: jax.Array)
       "positive_logit": _masked_mean(jnp.diagonal(logits), valid, jnp.ones_like(weights)),
       "negative_logit": jnp.sum(jnp.where(pair_valid & ~eye, logits, 0.0))
       / jnp.maximum(jnp.sum(pair_valid & ~eye), 1),
+      "top_negative_mass": top_negative_mass(logits, pair_valid, log_w),
   }
 
 
@@ -88,6 +223,9 @@ def contrastive_loss(
     weights: jax.Array | None = None,
     normalize: bool = True,
     similarity: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    hard_negatives: HardNegatives | None = None,
+    margin: jax.Array | float = 0.0,
+    hinge: float = 0.2,
 ) -> tuple[jax.Array, dict[str, Any]]:
   """The project's one contrastive function: logits = scale · â b̂ᵀ + bias over the global batch.
 
@@ -96,12 +234,17 @@ def contrastive_loss(
       arrays: under jit with a data-sharded batch the logits are [local, global] per device.
     scale: 1/τ (exp of the learnable temperature, already clipped).
     bias: additive logit bias (SigLIP); ignored by the softmax loss.
-    kind: "softmax" (InfoNCE/CLIP) or "sigmoid" (SigLIP).
+    kind: "softmax" (InfoNCE/CLIP), "sigmoid" (SigLIP) or "max_violation" (VSE++, on the
+      similarities before scale and bias).
     valid: [N] bool; masked examples are neither anchors nor negatives.
     weights: [N] per-example loss weights (curriculum); default 1.
     normalize: l2-normalise the embeddings first (cosine similarities).
     similarity: (a, b) -> [N, N] similarity of every a_i with every b_j; default the
       dot product of [N, D] rows. XMC-GAN's region–word term passes `region_word_similarity`.
+    hard_negatives: how each anchor's negatives are weighted (HardNegatives); default none.
+    margin: subtracted from each positive similarity before scaling (scalar or [N]: per
+      example), so the positive logit becomes scale · (s_ii − m): CosFace's additive margin.
+    hinge: max_violation's hinge margin (VSE++: 0.2).
 
   Returns:
     (loss, parts): parts holds the directional losses, per-example losses,
@@ -120,15 +263,21 @@ def contrastive_loss(
   if normalize:
     emb_a, emb_b = l2_normalize(emb_a), l2_normalize(emb_b)
   if similarity is None:
-    logits = scale * jnp.einsum("id,jd->ij", emb_a, emb_b, preferred_element_type=jnp.float32)
+    sims = jnp.einsum("id,jd->ij", emb_a, emb_b, preferred_element_type=jnp.float32)
   else:
-    logits = scale * similarity(emb_a, emb_b).astype(jnp.float32)
+    sims = similarity(emb_a, emb_b).astype(jnp.float32)
+  logits = scale * sims
+  hard = hard_negatives or HardNegatives()
   if kind == "softmax":
-    parts = softmax_contrastive(logits, valid, weights)
+    parts = softmax_contrastive(logits, valid, weights, hard, scale * margin, scale)
   elif kind == "sigmoid":
-    parts = sigmoid_contrastive(logits + bias, valid, weights)
+    parts = sigmoid_contrastive(logits + bias, valid, weights, hard, scale * margin)
+  elif kind == "max_violation":
+    if hard.kind != "none":
+      raise ValueError(f"max_violation already takes the hardest negative; hard negatives {hard.kind!r} do not apply")
+    parts = max_violation_contrastive(sims, valid, weights, margin, hinge)
   else:
-    raise ValueError(f"unknown contrastive loss kind {kind!r}; use 'softmax' or 'sigmoid'.")
+    raise ValueError(f"unknown contrastive loss kind {kind!r}; use one of {KINDS}.")
   return parts["loss"], parts
 
 

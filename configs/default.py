@@ -33,10 +33,24 @@ def get_config() -> ml_collections.ConfigDict:
       pool="mean"))
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.kind = "softmax"           # "softmax" (CLIP) or "sigmoid" (SigLIP)
+  c.loss.kind = "softmax"           # "softmax" (CLIP), "sigmoid" (SigLIP) or "max_violation" (VSE++)
   c.loss.scale_init = 1 / 0.07      # CLIP; SigLIP uses 10
   c.loss.max_scale = 100.0
   c.loss.bias_init = -10.0          # sigmoid only
+  # Hard negatives and margins (cmccl_jax/losses.py, curriculum/hardness.py), off here:
+  # hard_negatives none | hn_nce (hn_alpha, beta; softmax or sigmoid) | hcl (tau_plus, beta; softmax);
+  # margin: subtracted from the positive cosine (margin_by_difficulty: scaled down for harder blocks);
+  # hinge: max_violation's margin. hardness: beta and margin grow from *_start to their values over
+  # `steps` (0: num_steps) along a competence shape (none | linear | root | geometric, from `init`).
+  c.loss.hard_negatives = "none"
+  c.loss.hn_alpha = 1.0
+  c.loss.beta = 0.0
+  c.loss.tau_plus = 0.1
+  c.loss.hinge = 0.2
+  c.loss.margin = 0.0
+  c.loss.margin_by_difficulty = False
+  c.loss.hardness = ml_collections.ConfigDict(dict(
+      pacing="none", steps=0, init=0.1, beta_start=0.0, margin_start=0.0))
 
   # The learnable difficulty evaluator (cmccl_jax/curriculum/difficulty_head.py): an MLP
   # on the pair's stop-gradient embeddings regressing its loss; hidden=0 turns it off.

@@ -71,14 +71,19 @@ def test_sharded_step_matches_single_device(kind):
 
 def test_step_compiles_once_across_pacing_phases():
   config = tiny.tiny_config("unused")  # phases of 3 steps: 1, 2, 3, then 4 visible blocks
+  # The hardness curriculum's beta(t) and margin(t) are traced too.
+  config.loss.update(dict(hard_negatives="hn_nce", beta=0.5, margin=0.1, margin_by_difficulty=True))
+  config.loss.hardness.update(dict(pacing="linear", steps=10, init=0.5))
   setup = _setup(config, jax.devices())
   step_fn = setup.train_step()
   state = setup.init_state()
-  visible = []
+  visible, betas = [], []
   for step in range(12):
     state, metrics = step_fn(state, parallel.global_batch(setup.mesh, _batch(config, seed=step)))
     visible.append(int(metrics["visible_blocks"]))
+    betas.append(float(metrics["negatives/beta"]))
   assert visible == [1] * 3 + [2] * 3 + [3] * 3 + [4] * 3
+  np.testing.assert_allclose(betas, [0.5 * min(t / 10, 1) for t in range(12)], rtol=1e-5, atol=1e-7)
   assert int(state.step) == 12
   assert step_fn._cache_size() == 1
 

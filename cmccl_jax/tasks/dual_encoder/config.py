@@ -2,17 +2,17 @@
 
 from cmccl_jax import config_validation as cv
 from cmccl_jax.curriculum.curriculum import LEARNED
+from cmccl_jax.curriculum.hardness import Hardness
 from cmccl_jax.curriculum.i2mcl import I2MCL
 from cmccl_jax.data.teacher_features import MODALITIES
 from cmccl_jax.errors import UserError
 from cmccl_jax.tasks.dual_encoder import online_teachers, staging
 
-LOSS_KINDS = ("softmax", "sigmoid")
 
 
 def validate(config) -> None:
   cv.validate_common(config)
-  cv.choice(config.loss.kind, "loss.kind", LOSS_KINDS)
+  Hardness.from_config(config.loss, int(config.num_steps))  # kind, hard negatives, margins and their schedule
   validate_towers(config)
   loss = config.loss
   cv.positive_float(loss.scale_init, "loss.scale_init", " (the initial 1/temperature: CLIP uses 1/0.07, SigLIP 10)")

@@ -13,6 +13,7 @@ import optax
 from cmccl_jax import losses
 from cmccl_jax.curriculum import difficulty_head
 from cmccl_jax.curriculum.curriculum import Curriculum
+from cmccl_jax.curriculum.hardness import Hardness
 from cmccl_jax.curriculum.i2mcl import I2MCL
 from cmccl_jax.tasks.dual_encoder import staging
 from cmccl_jax.tasks.dual_encoder.model import difficulty_head_config
@@ -31,7 +32,7 @@ def curriculum_dashboard(per_example, block, difficulty, valid, num_blocks: int)
   }
 
 
-def dynamic_objective(params, batch, z_img, z_txt, out, valid, weights, dynamic_state, *, model, loss_config,
+def dynamic_objective(params, batch, z_img, z_txt, out, valid, weights, dynamic_state, *, model, contrast,
                       dynamic: I2MCL):
   """I2MCL's objective of a batch (curriculum/i2mcl.py): (objective, contrastive parts, new state, metrics).
 
@@ -41,8 +42,7 @@ def dynamic_objective(params, batch, z_img, z_txt, out, valid, weights, dynamic_
   z = {"image": losses.l2_normalize(z_img), "text": losses.l2_normalize(z_txt)}
 
   def task_fn(zz):
-    _, parts = losses.contrastive_loss(zz["image"], zz["text"], scale=out["scale"], bias=out["bias"],
-                                       kind=loss_config.kind, valid=valid, weights=weights, normalize=False)
+    _, parts = contrast(zz["image"], zz["text"], normalize=False)
     return parts["per_example"], parts
 
   def distill_fn(modality, z_m):
@@ -81,16 +81,26 @@ def dual_encoder_loss(params, batch, step, rng, dynamic_state=None, *, model, lo
   z_img, z_txt, out = model.apply(params, batch["image"], batch["tokens"], train=True, rngs={"dropout": rng})
   block = curriculum.batch_blocks(batch["block"], out.get("difficulty"))
   valid, weights = curriculum.example_weights(step, block)
+  # The loss kind, hard negatives and margins at this step (curriculum/hardness.py).
+  hardness = Hardness.from_config(loss_config, curriculum.num_steps)
+  margins = hardness.margins(step, block, k)
+  contrast = functools.partial(
+      losses.contrastive_loss, scale=out["scale"], bias=out["bias"], kind=hardness.kind, valid=valid,
+      weights=weights, hard_negatives=hardness.negatives(step), margin=margins, hinge=hardness.hinge)
   dynamic_metrics = {}
   if dynamic is not None and dynamic.on:
     total, parts, dynamic_state, dynamic_metrics = dynamic_objective(
-        params, batch, z_img, z_txt, out, valid, weights, dynamic_state, model=model, loss_config=loss_config,
+        params, batch, z_img, z_txt, out, valid, weights, dynamic_state, model=model, contrast=contrast,
         dynamic=dynamic)
     loss = parts["loss"]
   else:
-    loss, parts = losses.contrastive_loss(
-        z_img, z_txt, scale=out["scale"], bias=out["bias"], kind=loss_config.kind, valid=valid, weights=weights)
+    loss, parts = contrast(z_img, z_txt)
     total = loss
+  visible = jnp.maximum(jnp.sum(valid), 1)
+  dynamic_metrics.update({
+      "negatives/beta": hardness.beta_at(step),
+      "negatives/margin": jnp.sum(jnp.where(valid, jnp.broadcast_to(margins, valid.shape), 0.0)) / visible,
+      f"negatives/top{losses.TOP_K}_mass": parts["top_negative_mass"]})
   per_example = parts["per_example"]
   metrics = curriculum_dashboard(per_example, block, batch["difficulty"], valid, k)
   metrics.update(dynamic_metrics)

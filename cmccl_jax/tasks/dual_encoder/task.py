@@ -10,9 +10,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from cmccl_jax import checkpoints, parallel
+from cmccl_jax import checkpoints, losses, parallel
 from cmccl_jax import config_validation as cv
 from cmccl_jax.curriculum.curriculum import Curriculum
+from cmccl_jax.curriculum.hardness import Hardness
 from cmccl_jax.curriculum.i2mcl import I2MCL
 from cmccl_jax.data import augment, datasets, difficulty, pipeline, teacher_features
 from cmccl_jax.data.teacher_features import MODALITIES
@@ -70,14 +71,20 @@ class DualEncoderModel:
       raise ValueError("training with config.curriculum.dynamic.distill needs the teachers' widths "
                        "(DualEncoderModel(teacher_widths=...)); DualEncoderTask passes them")
     online = self.online_teachers
+    in_shardings = (self.state_shardings, parallel.data_sharding(self.mesh))
+    if online:  # the teachers' weights: a third, replicated argument
+      in_shardings += (parallel.replicated(self.mesh),)
     step = jax.jit(
         dual_encoder_step.make_train_step(self.model, self.tx, self.config, self.lr_schedule, self.curriculum,
                                           self.dynamic, online.features if online else None),
-        in_shardings=(self.state_shardings, parallel.data_sharding(self.mesh), parallel.replicated(self.mesh)),
-        out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
+        in_shardings=in_shardings, out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
         donate_argnums=0)
-    teacher_params = online.device_params(self.mesh) if online else None
-    return lambda state, batch: step(state, batch, teacher_params)
+    if not online:
+      return step
+    teacher_params = online.device_params(self.mesh)
+    bound = lambda state, batch: step(state, batch, teacher_params)
+    bound._cache_size = step._cache_size  # what the compile-once checks read
+    return bound
 
 
 def dynamic_curriculum(config, teacher_widths: dict[str, int] | None) -> I2MCL | None:
@@ -99,12 +106,17 @@ class DualEncoderTask(base.Task):
   """Dual-encoder training on a dataset's shards, paced by the curriculum."""
 
   EVALUATORS = {"retrieval": "image→text and text→image retrieval metrics on a split"}
-  # I2MCL's fields came later; off is what the code did before.
+  # I2MCL's and the hard-negative fields came later; off is what the code did before.
   ADDED_FIELDS = {**base.Task.ADDED_FIELDS, **{
       f"curriculum.dynamic.{k}": v for k, v in dict(
           distill=False, intra="none", inter=False, image_teacher="", text_teacher="", teacher_step=-1,
           distill_weight=1.0, momentum=0.9, spl_scale=2.0, superloss_beta=1.0,
-          teacher_features=online_teachers.PRECOMPUTED).items()}}
+          teacher_features=online_teachers.PRECOMPUTED).items()},
+      **{f"loss.{k}": v for k, v in dict(
+          hard_negatives="none", hn_alpha=1.0, beta=0.0, tau_plus=0.1, hinge=0.2, margin=0.0,
+          margin_by_difficulty=False).items()},
+      **{f"loss.hardness.{k}": v for k, v in dict(
+          pacing="none", steps=0, init=0.1, beta_start=0.0, margin_start=0.0).items()}}
   SAFE_ON_RESUME = base.Task.SAFE_ON_RESUME + tuple(
       f"optim.{f}" for f in ("learning_rate", "warmup_steps", "end_lr_fraction", "weight_decay", "grad_clip_norm",
                              "b1", "b2"))
@@ -167,6 +179,9 @@ class DualEncoderTask(base.Task):
     distill = [f"{k.rsplit('/', 1)[1]} {v:.3f}" for k, v in scalars.items() if k.startswith("i2mcl/raw_loss/distill/")]
     if distill:
       line += " | distill " + " ".join(distill)
+    if Hardness.from_config(self.config.loss, int(self.config.num_steps)).on:
+      line += (f" | beta {scalars['negatives/beta']:.2f} margin {scalars['negatives/margin']:.3f} "
+               f"top{losses.TOP_K} {scalars[f'negatives/top{losses.TOP_K}_mass']:.2f}")
     alpha = [f"{k.rsplit('/', 1)[1]} {v:.2f}" for k, v in scalars.items() if k.startswith("i2mcl/alpha/")]
     if alpha:
       line += " | alpha " + " ".join(alpha)
