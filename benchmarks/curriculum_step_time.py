@@ -2,6 +2,7 @@
 
   python benchmarks/curriculum_step_time.py [--config=configs/ablation.py] [--rounds=6] [--steps=40]
   python benchmarks/curriculum_step_time.py --compare=i2mcl --teacher=exp/ablation/teacher
+  python benchmarks/curriculum_step_time.py --compare=chunked [--chunk=32]
 
 Trainers of the same config in one process take turns, `steps` train steps each per
 round, so machine drift hits all alike. A step's time is host batch + device step
@@ -14,6 +15,8 @@ ratio to "off".
     "kd", "kd+intra" (self-paced weights), "full" (kd + intra + MGDA routing) with
     precomputed features, and "full online" (the teachers run in the step); the goal
     is full / off <= 1.10.
+  --compare=chunked: the dense loss ("off") and the chunked one (loss.chunk_size =
+    `chunk`); the goal is chunked / off <= 1.15.
 """
 
 import argparse
@@ -57,7 +60,8 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=40, help="steps per trainer per round")
   parser.add_argument("--host_sampler", type=int, default=1,
                       help="1: 'on' also samples batches by block on the host; 0: the device mask alone")
-  parser.add_argument("--compare", choices=("pacing", "i2mcl"), default="pacing")
+  parser.add_argument("--compare", choices=("pacing", "i2mcl", "chunked"), default="pacing")
+  parser.add_argument("--chunk", type=int, default=32, help="--compare=chunked: loss.chunk_size")
   parser.add_argument("--teacher", default="", help="--compare=i2mcl: exp/NAME of a dual encoder of this config")
   args = parser.parse_args()
   if args.compare == "i2mcl" and not args.teacher:
@@ -73,6 +77,9 @@ def main() -> None:
     contenders = {"off": dict(pacing="none"),
                   "on": dict(pacing="root", order="easy_first", host_sampler=bool(args.host_sampler))}
     goal = ("on", 1.03)
+  elif args.compare == "chunked":
+    contenders = {"off": dict(pacing="none"), "chunked": dict(pacing="none", loss=dict(chunk_size=args.chunk))}
+    goal = ("chunked", 1.15)
   else:
     kd = dict(distill=True, image_teacher=args.teacher, text_teacher=args.teacher)
     contenders = {"off": dict(pacing="none"),
@@ -86,6 +93,7 @@ def main() -> None:
   for name, fields in contenders.items():
     config = base.copy_and_resolve_references()
     dynamic = fields.pop("dynamic", None)
+    config.loss.update(fields.pop("loss", {}))
     config.curriculum.update(fields)
     if dynamic:
       config.curriculum.dynamic.update(dynamic)

@@ -226,6 +226,7 @@ def contrastive_loss(
     hard_negatives: HardNegatives | None = None,
     margin: jax.Array | float = 0.0,
     hinge: float = 0.2,
+    chunk_size: int = 0,
 ) -> tuple[jax.Array, dict[str, Any]]:
   """The project's one contrastive function: logits = scale · â b̂ᵀ + bias over the global batch.
 
@@ -245,6 +246,8 @@ def contrastive_loss(
     margin: subtracted from each positive similarity before scaling (scalar or [N]: per
       example), so the positive logit becomes scale · (s_ii − m): CosFace's additive margin.
     hinge: max_violation's hinge margin (VSE++: 0.2).
+    chunk_size: > 0: softmax and sigmoid computed `chunk_size` columns at a time
+      (chunked_losses.py: O(N × chunk) memory, same value and gradient); 0: dense.
 
   Returns:
     (loss, parts): parts holds the directional losses, per-example losses,
@@ -262,12 +265,21 @@ def contrastive_loss(
   emb_b = jnp.where(valid.reshape((n,) + (1,) * (emb_b.ndim - 1)), emb_b, 0.0)
   if normalize:
     emb_a, emb_b = l2_normalize(emb_a), l2_normalize(emb_b)
+  hard = hard_negatives or HardNegatives()
+  if chunk_size:
+    if similarity is not None or hard.kind != "none" or kind not in ("softmax", "sigmoid"):
+      raise ValueError("the chunked loss is the dot-product softmax or sigmoid loss without hard negatives; "
+                       f"got kind {kind!r}, hard negatives {hard.kind!r}, a custom similarity: "
+                       f"{similarity is not None}. Set loss.chunk_size=0 for those.")
+    from cmccl_jax import chunked_losses  # it builds on this module
+    parts = chunked_losses.chunked_contrastive(emb_a, emb_b, scale=scale, bias=bias, kind=kind, valid=valid,
+                                               weights=weights, margin=margin, chunk=int(chunk_size))
+    return parts["loss"], parts
   if similarity is None:
     sims = jnp.einsum("id,jd->ij", emb_a, emb_b, preferred_element_type=jnp.float32)
   else:
     sims = similarity(emb_a, emb_b).astype(jnp.float32)
   logits = scale * sims
-  hard = hard_negatives or HardNegatives()
   if kind == "softmax":
     parts = softmax_contrastive(logits, valid, weights, hard, scale * margin, scale)
   elif kind == "sigmoid":

@@ -51,6 +51,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.margin_by_difficulty = False
   c.loss.hardness = ml_collections.ConfigDict(dict(
       pacing="none", steps=0, init=0.1, beta_start=0.0, margin_start=0.0))
+  # > 0: the softmax/sigmoid loss in blocks of this many columns (cmccl_jax/chunked_losses.py):
+  # memory per device O(local batch × chunk) instead of O(local × global batch); same value and
+  # gradient. For pod-scale batches (e.g. 1024 at a 32k batch); 0: the dense logits.
+  c.loss.chunk_size = 0
 
   # The learnable difficulty evaluator (cmccl_jax/curriculum/difficulty_head.py): an MLP
   # on the pair's stop-gradient embeddings regressing its loss; hidden=0 turns it off.

@@ -12,7 +12,16 @@ from cmccl_jax.tasks.dual_encoder import online_teachers, staging
 
 def validate(config) -> None:
   cv.validate_common(config)
-  Hardness.from_config(config.loss, int(config.num_steps))  # kind, hard negatives, margins and their schedule
+  hardness = Hardness.from_config(config.loss, int(config.num_steps))  # kind, hard negatives, margins, schedule
+  chunk = int(config.loss.get("chunk_size", 0))
+  if chunk:
+    if chunk < 0 or int(config.batch_size) % chunk:
+      raise UserError(f"config.loss.chunk_size={chunk} must divide config.batch_size={config.batch_size} "
+                      "(or be 0: the dense loss).")
+    if hardness.kind not in ("softmax", "sigmoid") or hardness.hard_negatives != "none":
+      raise UserError(f"config.loss.chunk_size={chunk} chunks the softmax and sigmoid losses without hard "
+                      f"negatives (kind {hardness.kind!r}, hard_negatives {hardness.hard_negatives!r}); "
+                      "set config.loss.chunk_size=0.")
   validate_towers(config)
   loss = config.loss
   cv.positive_float(loss.scale_init, "loss.scale_init", " (the initial 1/temperature: CLIP uses 1/0.07, SigLIP 10)")

@@ -86,7 +86,8 @@ def dual_encoder_loss(params, batch, step, rng, dynamic_state=None, *, model, lo
   margins = hardness.margins(step, block, k)
   contrast = functools.partial(
       losses.contrastive_loss, scale=out["scale"], bias=out["bias"], kind=hardness.kind, valid=valid,
-      weights=weights, hard_negatives=hardness.negatives(step), margin=margins, hinge=hardness.hinge)
+      weights=weights, hard_negatives=hardness.negatives(step), margin=margins, hinge=hardness.hinge,
+      chunk_size=int(loss_config.get("chunk_size", 0)))
   dynamic_metrics = {}
   if dynamic is not None and dynamic.on:
     total, parts, dynamic_state, dynamic_metrics = dynamic_objective(

@@ -114,7 +114,7 @@ class DualEncoderTask(base.Task):
           teacher_features=online_teachers.PRECOMPUTED).items()},
       **{f"loss.{k}": v for k, v in dict(
           hard_negatives="none", hn_alpha=1.0, beta=0.0, tau_plus=0.1, hinge=0.2, margin=0.0,
-          margin_by_difficulty=False).items()},
+          margin_by_difficulty=False, chunk_size=0).items()},
       **{f"loss.hardness.{k}": v for k, v in dict(
           pacing="none", steps=0, init=0.1, beta_start=0.0, margin_start=0.0).items()}}
   SAFE_ON_RESUME = base.Task.SAFE_ON_RESUME + tuple(
