@@ -55,6 +55,25 @@ class HardNegatives:
   tau_plus: Any = 0.1
 
 
+@flax.struct.dataclass
+class QueueNegatives:
+  """Past embeddings used as extra negatives (detached, unit norm): `a` [Q, D] of the first modality
+  (negatives of the second's anchors), `b` [Q, D] of the second, their example `ids` [Q] and `usable` [Q]
+  (written and past the warm-up). An entry with an anchor's own id is not that anchor's negative."""
+
+  a: Any
+  b: Any
+  ids: Any
+  usable: Any
+
+
+def _queue_logits(anchors, entries, queue: QueueNegatives, ids, scale, valid):
+  """[N, Q] logits of each anchor against the queue entries, _NEG where the entry may not be its negative."""
+  logits = scale * jnp.einsum("id,qd->iq", anchors, jax.lax.stop_gradient(entries), preferred_element_type=jnp.float32)
+  allowed = valid[:, None] & queue.usable[None, :] & (queue.ids[None, :] != ids[:, None])
+  return jnp.where(allowed, logits, _NEG), allowed
+
+
 def _off_diagonal_log_weights(logits, pair_valid, beta, axis: int):
   """log w of HN-NCE over `axis` (1: each row's negatives, 0: each column's), detached; −∞-like off the mask."""
   n = logits.shape[0]
@@ -85,13 +104,14 @@ def _masked_mean(values: jax.Array, valid: jax.Array, weights: jax.Array) -> jax
 
 def softmax_contrastive(logits: jax.Array, valid: jax.Array, weights: jax.Array,
                         hard: HardNegatives = HardNegatives(), margin_logit: jax.Array | float = 0.0,
-                        scale: jax.Array | float = 1.0) -> dict[str, jax.Array]:
+                        scale: jax.Array | float = 1.0, extra=None) -> dict[str, jax.Array]:
   """InfoNCE in both directions on square logits whose diagonal holds the positives.
 
   L = ½ [CE(rows) + CE(columns)]; an invalid example is dropped as an anchor (its
   row/column loss does not count) and as a negative (its column/row is excluded).
   `margin_logit` ([N] or scalar) is subtracted from each positive logit; `hard` reweights
-  the negatives (HardNegatives); `scale` is the logits' 1/τ (HCL's clamp).
+  the negatives (HardNegatives); `scale` is the logits' 1/τ (HCL's clamp). `extra`: ([N, Q] logits of
+  each first-modality anchor, [N, Q] of each second-modality anchor) against queued negatives.
   """
   n = logits.shape[0]
   eye = jnp.eye(n, dtype=bool)
@@ -100,7 +120,12 @@ def softmax_contrastive(logits: jax.Array, valid: jax.Array, weights: jax.Array,
   masked = jnp.where(pair_valid, shifted, _NEG)
   diag = jnp.diagonal(masked)
   log_w_rows = log_w_cols = None
-  if hard.kind == "none":
+  if extra is not None:
+    if hard.kind != "none":
+      raise ValueError(f"queued negatives go with the plain losses, not hard negatives {hard.kind!r}")
+    a2b = jax.nn.logsumexp(jnp.concatenate([masked, extra[0]], axis=1), axis=1) - diag
+    b2a = jax.nn.logsumexp(jnp.concatenate([masked.T, extra[1]], axis=1), axis=1) - diag
+  elif hard.kind == "none":
     a2b = jax.nn.logsumexp(masked, axis=1) - diag
     b2a = jax.nn.logsumexp(masked, axis=0) - diag
   elif hard.kind == "hn_nce":
@@ -178,14 +203,15 @@ def max_violation_contrastive(cosines: jax.Array, valid: jax.Array, weights: jax
 
 
 def sigmoid_contrastive(logits: jax.Array, valid: jax.Array, weights: jax.Array,
-                        hard: HardNegatives = HardNegatives(), margin_logit: jax.Array | float = 0.0
-                        ) -> dict[str, jax.Array]:
+                        hard: HardNegatives = HardNegatives(), margin_logit: jax.Array | float = 0.0,
+                        extra=None) -> dict[str, jax.Array]:
   """SigLIP: ℓ_i = −Σ_j log σ(z_ij · logit_ij), z = +1 on the diagonal, −1 elsewhere.
 
   The sum runs over valid columns only; the loss is the (weighted) mean over
   valid rows, as in SigLIP where it is normalised by the batch size. `margin_logit` is
   subtracted from each positive logit; with `hard` "hn_nce" each negative pair's term is
-  weighted by HN-NCE's w_ij over its row (α has no meaning here; "hcl" is softmax only).
+  weighted by HN-NCE's w_ij over its row (α has no meaning here; "hcl" is softmax only). `extra`:
+  ([N, Q] logits with bias, [N, Q] allowed) pairs of example i with queued entries, all negatives.
   """
   n = logits.shape[0]
   eye = jnp.eye(n, dtype=bool)
@@ -200,6 +226,11 @@ def sigmoid_contrastive(logits: jax.Array, valid: jax.Array, weights: jax.Array,
   elif hard.kind != "none":
     raise ValueError(f"hard negatives {hard.kind!r} have no sigmoid form; use 'hn_nce' or the softmax loss")
   per_example = jnp.sum(pair_loss, axis=1)
+  if extra is not None:
+    if hard.kind != "none":
+      raise ValueError(f"queued negatives go with the plain losses, not hard negatives {hard.kind!r}")
+    for queued, allowed in extra:
+      per_example = per_example + jnp.sum(jnp.where(allowed, -jax.nn.log_sigmoid(-queued), 0.0), axis=1)
   correct = jnp.where(pair_valid, (logits > 0) == eye, True)
   return {
       "loss": _masked_mean(per_example, valid, weights),
@@ -227,6 +258,8 @@ def contrastive_loss(
     margin: jax.Array | float = 0.0,
     hinge: float = 0.2,
     chunk_size: int = 0,
+    queue: QueueNegatives | None = None,
+    ids: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
   """The project's one contrastive function: logits = scale · â b̂ᵀ + bias over the global batch.
 
@@ -248,6 +281,8 @@ def contrastive_loss(
     hinge: max_violation's hinge margin (VSE++: 0.2).
     chunk_size: > 0: softmax and sigmoid computed `chunk_size` columns at a time
       (chunked_losses.py: O(N × chunk) memory, same value and gradient); 0: dense.
+    queue, ids: queued past embeddings as extra negatives of every anchor (softmax, sigmoid),
+      except the entries whose id is the anchor example's own (`ids` [N]).
 
   Returns:
     (loss, parts): parts holds the directional losses, per-example losses,
@@ -267,6 +302,8 @@ def contrastive_loss(
     emb_a, emb_b = l2_normalize(emb_a), l2_normalize(emb_b)
   hard = hard_negatives or HardNegatives()
   if chunk_size:
+    if queue is not None:
+      raise ValueError("the chunked loss takes no queued negatives; set loss.chunk_size=0 or loss.queue.size=0")
     if similarity is not None or hard.kind != "none" or kind not in ("softmax", "sigmoid"):
       raise ValueError("the chunked loss is the dot-product softmax or sigmoid loss without hard negatives; "
                        f"got kind {kind!r}, hard negatives {hard.kind!r}, a custom similarity: "
@@ -280,10 +317,18 @@ def contrastive_loss(
   else:
     sims = similarity(emb_a, emb_b).astype(jnp.float32)
   logits = scale * sims
+  extra = None
+  if queue is not None:
+    if similarity is not None or kind not in ("softmax", "sigmoid") or ids is None:
+      raise ValueError("queued negatives need the dot-product softmax or sigmoid loss and the examples' ids")
+    a_vs_queue, a_allowed = _queue_logits(emb_a, queue.b, queue, ids, scale, valid)
+    b_vs_queue, b_allowed = _queue_logits(emb_b, queue.a, queue, ids, scale, valid)
+    extra = ((a_vs_queue, b_vs_queue) if kind == "softmax"
+             else ((a_vs_queue + bias, a_allowed), (b_vs_queue + bias, b_allowed)))
   if kind == "softmax":
-    parts = softmax_contrastive(logits, valid, weights, hard, scale * margin, scale)
+    parts = softmax_contrastive(logits, valid, weights, hard, scale * margin, scale, extra)
   elif kind == "sigmoid":
-    parts = sigmoid_contrastive(logits + bias, valid, weights, hard, scale * margin)
+    parts = sigmoid_contrastive(logits + bias, valid, weights, hard, scale * margin, extra)
   elif kind == "max_violation":
     if hard.kind != "none":
       raise ValueError(f"max_violation already takes the hardest negative; hard negatives {hard.kind!r} do not apply")

@@ -55,6 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
   # memory per device O(local batch × chunk) instead of O(local × global batch); same value and
   # gradient. For pod-scale batches (e.g. 1024 at a 32k batch); 0: the dense logits.
   c.loss.chunk_size = 0
+  # Memory-queue negatives (cmccl_jax/memory_queue.py): a ring of `size` past embeddings per modality
+  # (a multiple of batch_size; 0: off) in the train state, extra negatives after `warmup_steps`.
+  c.loss.queue = ml_collections.ConfigDict(dict(size=0, warmup_steps=0))
 
   # The learnable difficulty evaluator (cmccl_jax/curriculum/difficulty_head.py): an MLP
   # on the pair's stop-gradient embeddings regressing its loss; hidden=0 turns it off.

@@ -237,3 +237,61 @@ def test_the_hardness_schedule_goes_from_its_start_to_its_end_along_the_competen
                         (dict(loss=dict(kind="arcface")), "loss.kind")]:
     with pytest.raises(UserError, match=match):
       hardness(**fields)
+
+
+def _queue(a_entries, b_entries, ids, usable):
+  return losses.QueueNegatives(a=jnp.asarray(a_entries), b=jnp.asarray(b_entries), ids=jnp.asarray(ids, jnp.int32),
+                               usable=jnp.asarray(usable))
+
+
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
+def test_queued_negatives_join_every_anchor_except_its_own_examples(kind):
+  a, b = _embeddings()
+  unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  rng = np.random.default_rng(5)
+  qa, qb = unit(rng.normal(size=(4, D))).astype(np.float32), unit(rng.normal(size=(4, D))).astype(np.float32)
+  qa[3], qb[3] = unit(a)[0], unit(b)[0]  # entry 3 is example 0 again (an older view of it)
+  ids = jnp.arange(N, dtype=jnp.int32)
+
+  def per_example(queue):
+    return np.asarray(losses.contrastive_loss(jnp.asarray(a), jnp.asarray(b), scale=10.0, bias=-2.0, kind=kind,
+                                              valid=jnp.asarray(VALID), queue=queue, ids=ids)[1]["per_example"])
+
+  with_own = per_example(_queue(qa, qb, [10, 11, 12, 0], [True, True, False, True]))
+  without = per_example(_queue(qa, qb, [10, 11, 12, 0], [True, True, False, False]))
+  as_stranger = per_example(_queue(qa, qb, [10, 11, 12, 13], [True, True, False, True]))
+  np.testing.assert_allclose(with_own[0], without[0], rtol=1e-6)  # not a negative of its own example...
+  assert with_own[0] != as_stranger[0]  # ...which it is under another id,
+  assert np.all(with_own[VALID][1:] > without[VALID][1:])  # and it is one of every other anchor
+  # Reference: the usable entries 0 and 1 as extra negatives of every valid anchor.
+  s, idx = 10.0 * _cos(a, b), np.flatnonzero(VALID)
+  sa, sb = 10.0 * unit(a) @ qb[:2].T, 10.0 * unit(b) @ qa[:2].T
+  ref = []
+  for i in idx:
+    others = [j for j in idx if j != i]
+    if kind == "softmax":
+      row = np.log(np.exp(s[i, i]) + np.exp(s[i, others]).sum() + np.exp(sa[i]).sum()) - s[i, i]
+      col = np.log(np.exp(s[i, i]) + np.exp(s[others, i]).sum() + np.exp(sb[i]).sum()) - s[i, i]
+      ref.append(0.5 * (row + col))
+    else:
+      softplus = lambda x: np.log1p(np.exp(x))
+      ref.append(softplus(-(s[i, i] - 2)) + softplus(s[i, others] - 2).sum() + softplus(sa[i] - 2).sum()
+                 + softplus(sb[i] - 2).sum())
+  np.testing.assert_allclose(without[VALID], ref, rtol=1e-5)
+
+
+def test_the_ring_writes_a_batch_at_its_pointer_and_wraps():
+  from cmccl_jax.memory_queue import MemoryQueue
+  import ml_collections
+  q = MemoryQueue.from_config(ml_collections.ConfigDict({"queue": {"size": 6, "warmup_steps": 2}}), 3)
+  ring = q.init(2)
+  for step in range(3):
+    z = jnp.full((3, 2), float(step))
+    ring = q.push(ring, z, -z, jnp.arange(3) + 10 * step, jnp.asarray([True, step != 1, True]))
+  np.testing.assert_array_equal(ring["ids"], [20, 21, 22, 10, 11, 12])  # step 2 overwrote step 0
+  np.testing.assert_array_equal(ring["filled"], [True, True, True, True, False, True])
+  assert int(ring["ptr"]) == 3 and float(ring["b"][0, 0]) == -2.0
+  assert not np.any(q.negatives(ring, 1).usable) and np.sum(q.negatives(ring, 2).usable) == 5
+  from cmccl_jax.errors import UserError
+  with pytest.raises(UserError, match="multiple of config.batch_size"):
+    MemoryQueue.from_config(ml_collections.ConfigDict({"queue": {"size": 10}}), 4)

@@ -41,7 +41,7 @@ def _batch(config, seed=0, n=16):
   unit = lambda d: (lambda x: x / np.linalg.norm(x, axis=1, keepdims=True))(rng.normal(size=(n, d))).astype(np.float32)
   return {"image": rng.integers(0, 256, size=(n,) + IMAGE_SHAPE, dtype=np.uint8), "tokens": tokens,
           "block": (np.arange(n) % 4).astype(np.int32), "difficulty": rng.random(n).astype(np.float32),
-          "id": np.arange(n, dtype=np.int64), "teacher/image": unit(IMAGE_TEACHER_WIDTH),
+          "id": np.arange(n, dtype=np.int64) + n * seed, "teacher/image": unit(IMAGE_TEACHER_WIDTH),
           "teacher/text": unit(int(config.model.embed_dim))}
 
 
@@ -104,6 +104,7 @@ def test_a_teacher_routed_encoder_learns_only_from_its_distillation():
 def test_sharded_i2mcl_step_matches_single_device(intra):
   assert jax.device_count() == 8, "conftest sets 8 simulated CPU devices"
   config = _config(intra)
+  config.loss.queue.size = 32  # the ring is sharded over the devices too; from step 1 its entries are negatives
   one, eight = _setup(config, jax.devices()[:1]), _setup(config, jax.devices())
   state1, state8 = one.init_state(), eight.init_state()
   batch = _batch(config)
@@ -127,6 +128,9 @@ def test_sharded_i2mcl_step_matches_single_device(intra):
       np.testing.assert_allclose(float(m8[key]), float(m1[key]), rtol=1e-4, err_msg=key)
     assert float(m8["i2mcl/learns_from_task/image"]) == float(m1["i2mcl/learns_from_task/image"])
   assert int(state8.curriculum["steps"]) == 3
+  np.testing.assert_allclose(np.asarray(state8.queue["a"]), np.asarray(state1.queue["a"]), rtol=1e-4, atol=1e-6)
+  # Only the visible (unmasked) examples of the batches written became usable negatives.
+  assert 0 < float(m8["queue/usable_fraction"]) == float(m1["queue/usable_fraction"]) < 1
   assert int(np.sum(state8.curriculum["task_steps"])) == 3
 
 

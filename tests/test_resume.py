@@ -1,5 +1,5 @@
-"""A run killed with SIGKILL and restarted ends exactly where an uninterrupted run ends, dynamic curriculum
-state (I2MCL's thresholds and routing counts, which change every step) included."""
+"""A run killed with SIGKILL and restarted ends exactly where an uninterrupted run ends, the state that changes
+every step beside the weights included: I2MCL's thresholds and routing counts, the memory queue's ring."""
 
 import csv
 import os
@@ -27,7 +27,8 @@ def _run(module_args, workdir, data_dir, extra=()):
 def _final_state(workdir):
   """(params leaves, curriculum state leaves with their paths) of the step-12 checkpoint."""
   state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", "12", "state"))
-  return jax.tree.leaves(state["params"]), jax.tree_util.tree_flatten_with_path(state["curriculum"])[0]
+  dynamic = {"curriculum": state["curriculum"], "queue": state["queue"]}
+  return jax.tree.leaves(state["params"]), jax.tree_util.tree_flatten_with_path(dynamic)[0]
 
 
 def _scores(workdir):
@@ -41,7 +42,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_data_dir, tmp_path):
   tiny.save_random_experiment(teacher, [(12, 10.0)])
   flags = ["--mode=train", "--config.curriculum.dynamic.distill=True", "--config.curriculum.dynamic.intra=superloss",
            "--config.curriculum.dynamic.inter=True", f"--config.curriculum.dynamic.image_teacher={teacher}",
-           f"--config.curriculum.dynamic.text_teacher={teacher}"]
+           f"--config.curriculum.dynamic.text_teacher={teacher}", "--config.loss.queue.size=32"]
   r = _run(["cmccl_jax.main"], straight, tiny_data_dir, flags)
   assert r.returncode == 0, r.stderr[-3000:]
 
@@ -61,10 +62,11 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_data_dir, tmp_path):
     np.testing.assert_array_equal(a, b)
   names = {jax.tree_util.keystr(path) for path, _ in curriculum_a}
   assert any("thresholds" in n for n in names) and any("task_steps" in n for n in names), names
+  assert "['queue']['a']" in names and "['queue']['ptr']" in names, names
   assert [jax.tree_util.keystr(p) for p, _ in curriculum_b] == [jax.tree_util.keystr(p) for p, _ in curriculum_a]
   for (path, a), (_, b) in zip(curriculum_a, curriculum_b):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
-  assert int(np.asarray(dict((jax.tree_util.keystr(p), v) for p, v in curriculum_a)["['steps']"])) == 12
+  assert int(np.asarray(dict((jax.tree_util.keystr(p), v) for p, v in curriculum_a)["['curriculum']['steps']"])) == 12
 
   # test.sh's path: every checkpoint scored, identical final metrics.
   for workdir in (straight, killed):

@@ -6,6 +6,7 @@ from cmccl_jax.curriculum.hardness import Hardness
 from cmccl_jax.curriculum.i2mcl import I2MCL
 from cmccl_jax.data.teacher_features import MODALITIES
 from cmccl_jax.errors import UserError
+from cmccl_jax.memory_queue import MemoryQueue
 from cmccl_jax.tasks.dual_encoder import online_teachers, staging
 
 
@@ -13,11 +14,19 @@ from cmccl_jax.tasks.dual_encoder import online_teachers, staging
 def validate(config) -> None:
   cv.validate_common(config)
   hardness = Hardness.from_config(config.loss, int(config.num_steps))  # kind, hard negatives, margins, schedule
+  queue = MemoryQueue.from_config(config.loss, int(config.batch_size))
+  if queue.on and (hardness.kind not in ("softmax", "sigmoid") or hardness.hard_negatives != "none"):
+    raise UserError(f"config.loss.queue.size={queue.size} adds negatives to the plain softmax and sigmoid losses "
+                    f"(kind {hardness.kind!r}, hard_negatives {hardness.hard_negatives!r}); set "
+                    "config.loss.queue.size=0 or use those.")
   chunk = int(config.loss.get("chunk_size", 0))
   if chunk:
     if chunk < 0 or int(config.batch_size) % chunk:
       raise UserError(f"config.loss.chunk_size={chunk} must divide config.batch_size={config.batch_size} "
                       "(or be 0: the dense loss).")
+    if queue.on:
+      raise UserError(f"config.loss.chunk_size={chunk} takes no queued negatives (config.loss.queue.size="
+                      f"{queue.size}); set one of them to 0.")
     if hardness.kind not in ("softmax", "sigmoid") or hardness.hard_negatives != "none":
       raise UserError(f"config.loss.chunk_size={chunk} chunks the softmax and sigmoid losses without hard "
                       f"negatives (kind {hardness.kind!r}, hard_negatives {hardness.hard_negatives!r}); "

@@ -20,6 +20,8 @@ class TrainState:
   rng: jax.Array             # raw uint32 key data (portable across checkpoints)
   # The dynamic curriculum's running state (curriculum/i2mcl.py: thresholds, routing counts); {} when off.
   curriculum: Any = flax.struct.field(default_factory=dict)
+  # The memory queue's ring of past embeddings (memory_queue.py); {} when off.
+  queue: Any = flax.struct.field(default_factory=dict)
 
 
 def learning_rate_schedule(optim_config, num_steps: int) -> optax.Schedule:
@@ -51,7 +53,8 @@ def make_optimizer(optim_config, num_steps: int, staging_config) -> optax.Gradie
 
 
 def create_train_state(model, tx, rng: jax.Array, sample_batch: dict[str, jax.Array],
-                       pretrained: dict[str, Any] | None = None, curriculum_state: Any = None) -> TrainState:
+                       pretrained: dict[str, Any] | None = None, curriculum_state: Any = None,
+                       queue_state: Any = None) -> TrainState:
   """Initialises params and optimizer state; meant to run under jit with out_shardings.
 
   `pretrained` ({submodule name: params}) replaces those submodules' fresh params
@@ -62,7 +65,7 @@ def create_train_state(model, tx, rng: jax.Array, sample_batch: dict[str, jax.Ar
   if pretrained:
     params = {**params, "params": {**params["params"], **_checked_overrides(params["params"], pretrained)}}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    rng=jax.random.key_data(state_rng), curriculum=curriculum_state or {})
+                    rng=jax.random.key_data(state_rng), curriculum=curriculum_state or {}, queue=queue_state or {})
 
 
 def _checked_overrides(params, pretrained: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from cmccl_jax.curriculum import difficulty_head
 from cmccl_jax.curriculum.curriculum import Curriculum
 from cmccl_jax.curriculum.hardness import Hardness
 from cmccl_jax.curriculum.i2mcl import I2MCL
+from cmccl_jax.memory_queue import MemoryQueue
 from cmccl_jax.tasks.dual_encoder import staging
 from cmccl_jax.tasks.dual_encoder.model import difficulty_head_config
 from cmccl_jax.tasks.dual_encoder.state import TrainState
@@ -67,8 +68,9 @@ def dynamic_objective(params, batch, z_img, z_txt, out, valid, weights, dynamic_
   return objective, parts, new_state, metrics
 
 
-def dual_encoder_loss(params, batch, step, rng, dynamic_state=None, *, model, loss_config, curriculum: Curriculum,
-                      head_weight=0.0, dynamic: I2MCL | None = None):
+def dual_encoder_loss(params, batch, step, rng, dynamic_state=None, queue_state=None, *, model, loss_config,
+                      curriculum: Curriculum, head_weight=0.0, dynamic: I2MCL | None = None,
+                      queue: MemoryQueue | None = None):
   """Masked, curriculum-weighted contrastive loss of a batch at `step`; (total, (metrics, dynamic state)).
 
   The curriculum's pacing at the step maps each example's block (for the online
@@ -87,7 +89,8 @@ def dual_encoder_loss(params, batch, step, rng, dynamic_state=None, *, model, lo
   contrast = functools.partial(
       losses.contrastive_loss, scale=out["scale"], bias=out["bias"], kind=hardness.kind, valid=valid,
       weights=weights, hard_negatives=hardness.negatives(step), margin=margins, hinge=hardness.hinge,
-      chunk_size=int(loss_config.get("chunk_size", 0)))
+      chunk_size=int(loss_config.get("chunk_size", 0)),
+      queue=queue.negatives(queue_state, step) if queue is not None and queue.on else None, ids=batch.get("id"))
   dynamic_metrics = {}
   if dynamic is not None and dynamic.on:
     total, parts, dynamic_state, dynamic_metrics = dynamic_objective(
@@ -123,12 +126,14 @@ def dual_encoder_loss(params, batch, step, rng, dynamic_state=None, *, model, lo
       "visible_blocks": jnp.sum(curriculum.block_weights(step) > 0),
       "block_counts": jnp.sum(jax.nn.one_hot(block, k, dtype=jnp.int32), axis=0),
   }
+  if queue is not None and queue.on:  # what the step writes into the ring after the update
+    aux["queue_push"] = (losses.l2_normalize(z_img), losses.l2_normalize(z_txt), valid)
   return total, (aux, dynamic_state)
 
 
 def dual_encoder_step(state: TrainState, batch, teacher_params=None, *, model, tx, loss_config,
                       curriculum: Curriculum, staging_config, lr_schedule, head_weight=0.0,
-                      dynamic: I2MCL | None = None, teacher_features=None):
+                      dynamic: I2MCL | None = None, teacher_features=None, queue: MemoryQueue | None = None):
   """One AdamW step on `dual_encoder_loss`; dropout noise is keyed by (seed, step).
 
   With online teachers, `teacher_features(teacher_params, batch)` adds the frozen teachers'
@@ -138,7 +143,8 @@ def dual_encoder_step(state: TrainState, batch, teacher_params=None, *, model, t
     batch = {**batch, **teacher_features(teacher_params, batch)}
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   loss_fn = functools.partial(dual_encoder_loss, batch=batch, step=state.step, rng=rng,
-                              dynamic_state=state.curriculum, model=model, loss_config=loss_config,
+                              dynamic_state=state.curriculum, queue_state=state.queue, model=model,
+                              loss_config=loss_config, queue=queue,
                               curriculum=curriculum, head_weight=head_weight, dynamic=dynamic)
   (total, (aux, dynamic_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -147,15 +153,21 @@ def dual_encoder_step(state: TrainState, batch, teacher_params=None, *, model, t
              "learning_rate": lr_schedule(state.step), **aux}
   for tower in staging.TOWERS:
     metrics[f"trainable/{tower}"] = staging.tower_trainable(state.step, staging_config, tower)
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, curriculum=dynamic_state), metrics
+  ring = state.queue
+  if "queue_push" in metrics:
+    z_img, z_txt, valid = metrics.pop("queue_push")
+    ring = queue.push(ring, z_img, z_txt, batch["id"], valid)
+    metrics["queue/usable_fraction"] = jnp.mean(queue.negatives(ring, state.step + 1).usable.astype(jnp.float32))
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, curriculum=dynamic_state,
+                       queue=ring), metrics
 
 
 def make_train_step(model, tx, config, lr_schedule, curriculum: Curriculum, dynamic: I2MCL | None = None,
-                    teacher_features=None):
+                    teacher_features=None, queue: MemoryQueue | None = None):
   return functools.partial(dual_encoder_step, model=model, tx=tx, loss_config=config.loss,
                            curriculum=curriculum, staging_config=config.staging,
                            lr_schedule=lr_schedule, head_weight=difficulty_head_config(config)[1], dynamic=dynamic,
-                           teacher_features=teacher_features)
+                           teacher_features=teacher_features, queue=queue)
 
 
 def embed_images(params, images, *, model):

@@ -10,7 +10,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from cmccl_jax import checkpoints, losses, parallel
+from cmccl_jax import checkpoints, losses, memory_queue, parallel
 from cmccl_jax import config_validation as cv
 from cmccl_jax.curriculum.curriculum import Curriculum
 from cmccl_jax.curriculum.hardness import Hardness
@@ -18,6 +18,7 @@ from cmccl_jax.curriculum.i2mcl import I2MCL
 from cmccl_jax.data import augment, datasets, difficulty, pipeline, teacher_features
 from cmccl_jax.data.teacher_features import MODALITIES
 from cmccl_jax.errors import UserError
+from cmccl_jax.memory_queue import MemoryQueue
 from cmccl_jax.data.tokenizer import build_tokenizer
 from cmccl_jax.tasks import base
 from cmccl_jax.tasks.dual_encoder import dashboard, online_teachers, step as dual_encoder_step
@@ -50,10 +51,13 @@ class DualEncoderModel:
     self.tx = make_optimizer(config.optim, int(config.num_steps), config.staging)
     sample = {"image": jnp.zeros((1,) + tuple(image_shape), jnp.uint8),
               "tokens": jnp.zeros((1, int(config.tokenizer.max_len)), jnp.int32)}
+    self.queue = MemoryQueue.from_config(config.loss, int(config.batch_size))
     self._init = functools.partial(create_train_state, self.model, self.tx, sample_batch=sample,
-                                   curriculum_state=self.dynamic.init_state() if self.dynamic else None)
+                                   curriculum_state=self.dynamic.init_state() if self.dynamic else None,
+                                   queue_state=self.queue.init(int(config.model.embed_dim)))
     abstract = jax.eval_shape(self._init, jax.random.key(0))
-    self.state_shardings = parallel.tree_shardings(mesh, abstract, config.param_sharding)
+    self.state_shardings = parallel.tree_shardings(mesh, abstract,
+                                                   tuple(config.param_sharding) + memory_queue.SHARDING_RULES)
     self.abstract_state = checkpoints.abstract_with_shardings(abstract, self.state_shardings)
 
   def init_state(self):
@@ -76,7 +80,7 @@ class DualEncoderModel:
       in_shardings += (parallel.replicated(self.mesh),)
     step = jax.jit(
         dual_encoder_step.make_train_step(self.model, self.tx, self.config, self.lr_schedule, self.curriculum,
-                                          self.dynamic, online.features if online else None),
+                                          self.dynamic, online.features if online else None, self.queue),
         in_shardings=in_shardings, out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
         donate_argnums=0)
     if not online:
@@ -115,6 +119,7 @@ class DualEncoderTask(base.Task):
       **{f"loss.{k}": v for k, v in dict(
           hard_negatives="none", hn_alpha=1.0, beta=0.0, tau_plus=0.1, hinge=0.2, margin=0.0,
           margin_by_difficulty=False, chunk_size=0).items()},
+      "loss.queue.size": 0, "loss.queue.warmup_steps": 0,
       **{f"loss.hardness.{k}": v for k, v in dict(
           pacing="none", steps=0, init=0.1, beta_start=0.0, margin_start=0.0).items()}}
   SAFE_ON_RESUME = base.Task.SAFE_ON_RESUME + tuple(
