@@ -8,8 +8,8 @@ steps (cmccl_jax/experiments/ablation.py). The variant families are data here, s
 a new curriculum (the dynamic ones, say) joins the table by adding an entry to
 `settings().variants`: {name: {config block: {field: value}}}, merged into the config.
 The I2MCL variants distil from a teacher run the ablation trains first
-(`teacher`). The default grid is 8 variants × 5 seeds, plus the robustness sweep of
-the baseline and the two best variants at corrupt fractions 0 and 0.4 (about 5 hours
+(`teacher`). The default grid is 10 variants × 5 seeds, plus the robustness sweep of
+the baseline and the two best variants at corrupt fractions 0 and 0.4 (about 6 hours
 on 2 CPU cores; finished runs keep a small record, so it runs in parts).
 """
 
@@ -22,6 +22,9 @@ def settings() -> ml_collections.ConfigDict:
   """config.ablation: the variants, seeds, metric and sweeps (also read by the tiny test config)."""
   def curriculum(**fields):
     return {"curriculum": fields}
+
+  def loss(**fields):
+    return {"loss": fields}
 
   def i2mcl(**fields):  # I2MCL with both towers of the teacher run as teachers, no static pacing
     return {"curriculum": {"pacing": "none", "dynamic": {
@@ -42,8 +45,16 @@ def settings() -> ml_collections.ConfigDict:
           kd_intra=i2mcl(intra="spl_linear"),
           kd_intra_inter=i2mcl(intra="spl_linear", inter=True),
           kd_superloss_inter=i2mcl(intra="superloss", inter=True),
+          # Negatives (cmccl_jax/losses.py, curriculum/hardness.py, memory_queue.py), no static pacing:
+          # HN-NCE's beta 0 -> 0.5 and a positive margin 0 -> 0.1 along root competence over 600 steps
+          # (easy negatives first), and a queue of 8 past batches after 100 steps.
+          hardness=loss(hard_negatives="hn_nce", beta=0.5, margin=0.1,
+                        hardness={"pacing": "root", "steps": 600}),
+          hn_nce=loss(hard_negatives="hn_nce", beta=0.5),
+          queue=loss(queue={"size": 1024, "warmup_steps": 100}),
       ),
-      run=("baseline", "root", "phases", "anti", "random", "kd", "kd_intra", "kd_intra_inter"),
+      run=("baseline", "root", "phases", "anti", "random", "kd", "kd_intra", "kd_intra_inter", "hardness",
+           "queue"),
       # The run whose towers teach the I2MCL variants ("{teacher}" above): the baseline with another
       # seed, trained on the same (noisy) data at each corrupt fraction, so distillation brings no
       # knowledge the baseline could not have had (self-distillation, as a born-again network).
