@@ -96,6 +96,12 @@ def test_ablate_end_to_end_on_tiny_runs(tiny_data_dir, tmp_path):
   assert r.returncode == 0 and "==" not in r.stdout, r.stdout[-2000:]
   again = json.load(open(tmp_path / "results.json"))
   assert again["table"] == results["table"] and again["robustness"] == results["robustness"]
+  assert again["cost_s"] == results["cost_s"] > 0  # summed from the records' train times
+  # --partial trains nothing and reports the seeds every variant has finished.
+  r = subprocess.run(cmd + ["--partial", "--seeds=0,1,2"], cwd=REPO, env=env, capture_output=True, text=True,
+                     timeout=600)
+  assert r.returncode == 0 and "==" not in r.stdout, r.stderr[-2000:]
+  assert "**Partial**: 2 of 3 seeds" in open(tmp_path / "results.md").read()
   # A finished run of another config is not taken for this one.
   r = subprocess.run(cmd + ["--config.optim.learning_rate=0.002"], cwd=REPO, env=env, capture_output=True, text=True,
                      timeout=600)

@@ -40,8 +40,11 @@ _VARIANTS = flags.DEFINE_list("variants", [], "Variants to run (default: config.
 _SEEDS = flags.DEFINE_list("seeds", [], "Seeds per variant (default: config.ablation.seeds).")
 _RECORDS = flags.DEFINE_string("records", "", "Where each finished run's record goes (default WORKDIR/records); "
                                "a run with a record is not trained again, even without its workdir.")
+_PARTIAL = flags.DEFINE_bool("partial", False, "Train nothing: write the results of the finished records only "
+                             "(the seeds every variant has finished), marked as partial.")
 
 BASELINE = "baseline"
+COST = "cost.json"  # in a record: {"train_seconds": how long its training took}
 # A variant's string field with this value names the teacher run's workdir (config.ablation.teacher).
 TEACHER = "{teacher}"
 # The evaluator every run gets for model selection, beside the main one ("eval", the test split).
@@ -178,7 +181,7 @@ def _ci(cell: dict) -> str:
   return f"{cell['mean']:.2f} [{cell['low']:.2f}, {cell['high']:.2f}]"
 
 
-def markdown(table, robustness, correlations, settings, base, seeds, target, cost_s, teacher=None) -> str:
+def markdown(table, robustness, correlations, settings, base, seeds, target, cost_s, teacher=None, note="") -> str:
   metric = settings.metric
   lines = [
       f"# Curriculum ablation on `{metric}`", "",
@@ -190,7 +193,9 @@ def markdown(table, robustness, correlations, settings, base, seeds, target, cos
       "interval that resamples seeds and test queries. *To target*: steps (and train seconds) until "
       f"the run first reaches {target:.2f} ({settings.target_fraction:g} × the baseline's mean final), "
       f"interpolated between evaluations; *reached*: runs that did. Wall time of the whole ablation: "
-      f"{cost_s / 3600:.2f} h.", ""]
+      f"{cost_s / 3600:.2f} h (train time of every run, summed).", ""]
+  if note:
+    lines += [note.strip(), ""]
   if teacher is not None:
     lines += [f"The distilling variants learn from the towers of a teacher run (`{settings.teacher.variant}`, seed "
               f"{settings.teacher.seed}, same data; final {teacher.final:.2f}, selected {teacher.selected:.2f}).", ""]
@@ -336,7 +341,6 @@ def main(argv) -> None:
   os.makedirs(root, exist_ok=True)
   base_noise = float(base.data.synthetic.corrupt_fraction)
   num_steps, metric = int(base.num_steps), settings.metric
-  spent = {"s": 0.0}
 
   records = _RECORDS.value or os.path.join(root, "records")
   ignored = ("evals.", "eval_batch_size", "log_every_steps", "ablation.")
@@ -350,17 +354,17 @@ def main(argv) -> None:
                       + "; ".join(f"config.{k}: {a} -> {b}" for k, (a, b) in sorted(changed.items())[:4])
                       + "); give this ablation another NAME, or move that folder away")
 
-  def train(config, where: str, label: str) -> Workdir:
+  def train(config, where: str, label: str) -> tuple[Workdir, float | None]:
+    """(the finished run's workdir, its train seconds if trained now)."""
     workdir = Workdir(where)
     if num_steps in run_history(workdir.read_metrics())[0]:
       check_same(workdir, config, where)
-    else:
-      tasks.validate(config)
-      print(f"== {label} -> {where}", flush=True)
-      t0 = time.time()
-      loop.train(config, where)
-      spent["s"] += time.time() - t0
-    return workdir
+      return workdir, None
+    tasks.validate(config)
+    print(f"== {label} -> {where}", flush=True)
+    t0 = time.time()
+    loop.train(config, where)
+    return workdir, time.time() - t0
 
   def where_of(name: str, seed: int | None, noise: float) -> str:
     parts = ([] if noise == base_noise else [f"corrupt{noise:g}"]) + [name] + ([] if seed is None else [f"seed{seed}"])
@@ -371,27 +375,39 @@ def main(argv) -> None:
     spec = settings.teacher
     rel = where_of("teacher", None, noise)
     config = variant_config(base, spec.variant, int(spec.seed), noise)
-    workdir = train(config, os.path.join(root, rel), f"teacher ({spec.variant} seed {spec.seed}) corrupt {noise:g}")
-    save_record(workdir, Workdir(os.path.join(records, rel)), metric, num_steps)
+    workdir, seconds = train(config, os.path.join(root, rel),
+                             f"teacher ({spec.variant} seed {spec.seed}) corrupt {noise:g}")
+    save_record(workdir, Workdir(os.path.join(records, rel)), metric, num_steps, seconds)
     return workdir.path
 
-  def run(variant: str, seed: int, noise: float) -> Run:
+  def run(variant: str, seed: int, noise: float) -> Run | None:
     rel = where_of(variant, seed, noise)
     where, record = os.path.join(root, rel), Workdir(os.path.join(records, rel))
     teacher_dir = os.path.join(root, where_of("teacher", None, noise)) if needs_teacher(base, variant) else ""
     config = variant_config(base, variant, seed, noise, teacher_dir)
     if num_steps in run_history(record.read_metrics())[0]:
       check_same(record, config, record.path)
+    elif _PARTIAL.value:
+      return None
     else:
       if teacher_dir:
         teacher(noise)
-      save_record(train(config, where, f"{variant} seed {seed} corrupt {noise:g}"), record, metric, num_steps)
+      workdir, seconds = train(config, where, f"{variant} seed {seed} corrupt {noise:g}")
+      save_record(workdir, record, metric, num_steps, seconds)
     return Run(record, metric, num_steps)
 
   runs = {v: [] for v in variants}
   for seed in seeds:
     for variant in variants:
       runs[variant].append(run(variant, seed, base_noise))
+  all_seeds = list(seeds)
+  if _PARTIAL.value:  # the seeds every variant has finished
+    done = [i for i in range(len(seeds)) if all(runs[v][i] is not None for v in variants)]
+    if not done:
+      raise UserError(f"no seed of {seeds} is finished for every variant in {records}; run ablate.sh without "
+                      "--partial first")
+    runs = {v: [rs[i] for i in done] for v, rs in runs.items()}
+    seeds = [seeds[i] for i in done]
   baseline_final = float(np.mean([r.final for r in runs[BASELINE]]))
   target = settings.target_fraction * baseline_final
   table = summarise(runs, target)
@@ -406,18 +422,27 @@ def main(argv) -> None:
     finals = {v: [] for v in swept}
     for seed in seeds:
       for variant in swept:
-        finals[variant].append(run(variant, seed, noise).final)
+        r = run(variant, seed, noise)
+        if r is not None:
+          finals[variant].append(r.final)
     for variant in swept:
-      robustness[variant][noise] = _interval(finals[variant])
+      if finals[variant]:
+        robustness[variant][noise] = _interval(finals[variant])
 
   builder = datasets.get_builder(base.data)
   run_difficulty = difficulty.load_run_difficulty(base, builder, Curriculum.from_config(base.curriculum, 0))
   correlations = (scorer_correlations(builder, run_difficulty.table) if "complexity" in builder.info.features
                   else {})
-  cost = _cost(root, spent["s"])
+  cost, untimed = _cost(records)
+  note = ""
+  if _PARTIAL.value:
+    note = (f"**Partial**: {len(seeds)} of {len(all_seeds)} seeds finished for every variant "
+            f"(`--partial`); the robustness cells hold the runs finished so far (n in results.json).")
+  if untimed:
+    note += f" {untimed} runs have no recorded train time; the wall time counts the others."
   taught = any(needs_teacher(base, v) for v in variants)
   teacher_run = Run(Workdir(os.path.join(records, "teacher")), metric, num_steps) if taught else None
-  text = markdown(table, robustness, correlations, settings, base, seeds, target, cost, teacher_run)
+  text = markdown(table, robustness, correlations, settings, base, seeds, target, cost, teacher_run, note)
   with open(os.path.join(root, "results.md"), "w") as f:
     f.write(text)
   plots(root, runs, table, robustness, metric, target)
@@ -431,7 +456,7 @@ def main(argv) -> None:
         flush=True)
 
 
-def save_record(workdir, record, metric: str, num_steps: int) -> None:
+def save_record(workdir, record, metric: str, num_steps: int, seconds: float | None = None) -> None:
   """What the results need of a finished run, small enough to keep (commit) without its checkpoints: the
   config, the evaluation and step-time records of metrics.jsonl, and the final per-query values of `metric`."""
   from cmccl_jax.workdir import config_json_text
@@ -450,18 +475,24 @@ def save_record(workdir, record, metric: str, num_steps: int) -> None:
     path = record.per_query_file(MAIN, num_steps)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     np.savez_compressed(path, **arrays)
+  if seconds is not None:
+    with open(record.file(COST), "w") as f:
+      json.dump({"train_seconds": seconds}, f)
   with open(record.file("metrics.jsonl") + ".tmp", "w") as f:
     f.writelines(lines)
   os.replace(record.file("metrics.jsonl") + ".tmp", record.file("metrics.jsonl"))
 
 
-def _cost(root: str, spent_now: float) -> float:
-  """Training seconds of the whole ablation over all its parts (calls), kept in root/cost.json."""
-  path = os.path.join(root, "cost.json")
-  total = spent_now + (json.load(open(path))["train_seconds"] if os.path.exists(path) else 0.0)
-  with open(path, "w") as f:
-    json.dump({"train_seconds": total}, f)
-  return total
+def _cost(records: str) -> tuple[float, int]:
+  """(train seconds summed over every finished run's record, how many finished records have no timing)."""
+  total, untimed = 0.0, 0
+  for folder, _, files in os.walk(records):
+    if "metrics.jsonl" in files:
+      if COST in files:
+        total += json.load(open(os.path.join(folder, COST)))["train_seconds"]
+      else:
+        untimed += 1
+  return total, untimed
 
 
 if __name__ == "__main__":
