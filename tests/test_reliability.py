@@ -18,6 +18,7 @@ import sys
 
 import jax
 import numpy as np
+import ml_collections
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -242,6 +243,16 @@ def test_a_resume_allows_safe_changes_and_keeps_the_config_history(experiment, t
   assert history[0]["config"]["optim"]["learning_rate"] == 1e-3  # the first config is still there
   assert Workdir(experiment).load_config().optim.learning_rate == 5e-4
   assert Workdir(experiment).checkpoint_steps()[-1] == 14
+
+
+def test_a_resume_allows_a_grown_ablation_grid(experiment, tiny_data_dir, capsys):
+  # The ablation driver alone reads config.ablation: adding a variant mid-grid must not strand a stopped run.
+  config = _config(tiny_data_dir, num_steps=13)
+  with config.unlocked():
+    config.ablation = ml_collections.ConfigDict({"run": ["baseline", "queue"]})
+  loop.train(config, experiment)
+  assert "config.ablation.run: \"(absent)\" -> [\"baseline\", \"queue\"]" in capsys.readouterr().out
+  assert Workdir(experiment).checkpoint_steps()[-1] == 13
 
 
 def test_an_experiment_saved_before_a_field_existed_resumes_and_a_new_value_is_refused(experiment, tiny_data_dir,

@@ -53,11 +53,12 @@ class Task(abc.ABC):
   EVALUATORS: dict[str, str] = {}
 
   # The config fields a resume may change (dotted; "x.*" a block): the schedule, the evaluations and the
-  # optimiser's scalars, which alter neither shapes nor data nor what the checkpoints hold. A subclass
-  # adds its own; every other change is refused on resume (Workdir.start_config).
+  # optimiser's scalars, which alter neither shapes nor data nor what the checkpoints hold, and the
+  # ablation grid (read by the ablation driver only: a grid grown mid-way must not strand its runs). A
+  # subclass adds its own; every other change is refused on resume (Workdir.start_config).
   SAFE_ON_RESUME: tuple[str, ...] = (
       "num_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-      "eval_batch_size", "evals.*", "data.auto_prepare")
+      "eval_batch_size", "evals.*", "data.auto_prepare", "ablation.*")
   # Fields added after experiments were saved without them: {dotted field: the value that does what
   # the code did before}. Resuming such an experiment with that value is no change.
   ADDED_FIELDS: dict[str, Any] = {
