@@ -3,6 +3,7 @@
   python benchmarks/curriculum_step_time.py [--config=configs/ablation.py] [--rounds=6] [--steps=40]
   python benchmarks/curriculum_step_time.py --compare=i2mcl --teacher=exp/ablation/teacher
   python benchmarks/curriculum_step_time.py --compare=chunked [--chunk=32]
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/curriculum_step_time.py --compare=ring
 
 Trainers of the same config in one process take turns, `steps` train steps each per
 round, so machine drift hits all alike. A step's time is host batch + device step
@@ -17,6 +18,9 @@ ratio to "off".
     is full / off <= 1.10.
   --compare=chunked: the dense loss ("off") and the chunked one (loss.chunk_size =
     `chunk`); the goal is chunked / off <= 1.15.
+  --compare=ring: the dense sigmoid loss ("off") and SigLIP's ring (loss.ring, whole
+    local blocks), on every device there is (the ring needs more than one); the goal
+    is ring / off <= 1.15.
 """
 
 import argparse
@@ -60,7 +64,7 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=40, help="steps per trainer per round")
   parser.add_argument("--host_sampler", type=int, default=1,
                       help="1: 'on' also samples batches by block on the host; 0: the device mask alone")
-  parser.add_argument("--compare", choices=("pacing", "i2mcl", "chunked"), default="pacing")
+  parser.add_argument("--compare", choices=("pacing", "i2mcl", "chunked", "ring"), default="pacing")
   parser.add_argument("--chunk", type=int, default=32, help="--compare=chunked: loss.chunk_size")
   parser.add_argument("--teacher", default="", help="--compare=i2mcl: exp/NAME of a dual encoder of this config")
   args = parser.parse_args()
@@ -80,6 +84,13 @@ def main() -> None:
   elif args.compare == "chunked":
     contenders = {"off": dict(pacing="none"), "chunked": dict(pacing="none", loss=dict(chunk_size=args.chunk))}
     goal = ("chunked", 1.15)
+  elif args.compare == "ring":
+    if jax.device_count() < 2:
+      parser.error("--compare=ring passes blocks between devices: run it with several (on CPU, "
+                   "XLA_FLAGS=--xla_force_host_platform_device_count=8)")
+    contenders = {"off": dict(pacing="none", loss=dict(kind="sigmoid")),
+                  "ring": dict(pacing="none", loss=dict(kind="sigmoid", ring=True))}
+    goal = ("ring", 1.15)
   else:
     kd = dict(distill=True, image_teacher=args.teacher, text_teacher=args.teacher)
     contenders = {"off": dict(pacing="none"),

@@ -260,6 +260,7 @@ def contrastive_loss(
     chunk_size: int = 0,
     queue: QueueNegatives | None = None,
     ids: jax.Array | None = None,
+    ring: Any = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
   """The project's one contrastive function: logits = scale · â b̂ᵀ + bias over the global batch.
 
@@ -283,6 +284,9 @@ def contrastive_loss(
       (chunked_losses.py: O(N × chunk) memory, same value and gradient); 0: dense.
     queue, ids: queued past embeddings as extra negatives of every anchor (softmax, sigmoid),
       except the entries whose id is the anchor example's own (`ids` [N]).
+    ring: a Mesh: the sigmoid loss with `emb_b`'s shards passed around its data axis
+      (chunked_losses.ring_sigmoid: [local × local] blocks, or [local × chunk_size] with
+      chunk_size > 0; no gather); None: not.
 
   Returns:
     (loss, parts): parts holds the directional losses, per-example losses,
@@ -301,6 +305,15 @@ def contrastive_loss(
   if normalize:
     emb_a, emb_b = l2_normalize(emb_a), l2_normalize(emb_b)
   hard = hard_negatives or HardNegatives()
+  if ring is not None:
+    if kind != "sigmoid" or queue is not None or similarity is not None or hard.kind != "none":
+      raise ValueError("the ring loss is the plain dot-product sigmoid loss, without queued or hard negatives; "
+                       f"got kind {kind!r}, a queue: {queue is not None}, hard negatives {hard.kind!r}, a custom "
+                       f"similarity: {similarity is not None}. Set loss.ring=False for those.")
+    from cmccl_jax import chunked_losses  # it builds on this module
+    parts = chunked_losses.ring_sigmoid(emb_a, emb_b, scale=scale, bias=bias, valid=valid, weights=weights,
+                                        margin=margin, mesh=ring, chunk=int(chunk_size))
+    return parts["loss"], parts
   if chunk_size:
     if queue is not None:
       raise ValueError("the chunked loss takes no queued negatives; set loss.chunk_size=0 or loss.queue.size=0")

@@ -55,6 +55,10 @@ def get_config() -> ml_collections.ConfigDict:
   # memory per device O(local batch × chunk) instead of O(local × global batch); same value and
   # gradient. For pod-scale batches (e.g. 1024 at a 32k batch); 0: the dense logits.
   c.loss.chunk_size = 0
+  # SigLIP's ring (kind "sigmoid"): the text shards travel around the data axis (ppermute) instead
+  # of being gathered; blocks of local × local, or local × chunk_size when that is > 0 (it must
+  # then divide the per-device batch).
+  c.loss.ring = False
   # Memory-queue negatives (cmccl_jax/memory_queue.py): a ring of `size` past embeddings per modality
   # (a multiple of batch_size; 0: off) in the train state, extra negatives after `warmup_steps`.
   c.loss.queue = ml_collections.ConfigDict(dict(size=0, warmup_steps=0))

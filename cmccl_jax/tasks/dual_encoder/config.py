@@ -1,6 +1,6 @@
 """The dual-encoder config schema's checks (configs/default.py is its reference)."""
 
-from cmccl_jax import config_validation as cv
+from cmccl_jax import config_validation as cv, parallel
 from cmccl_jax.curriculum.curriculum import LEARNED
 from cmccl_jax.curriculum.hardness import Hardness
 from cmccl_jax.curriculum.i2mcl import I2MCL
@@ -20,7 +20,18 @@ def validate(config) -> None:
                     f"(kind {hardness.kind!r}, hard_negatives {hardness.hard_negatives!r}); set "
                     "config.loss.queue.size=0 or use those.")
   chunk = int(config.loss.get("chunk_size", 0))
-  if chunk:
+  if bool(config.loss.get("ring", False)):
+    if hardness.kind != "sigmoid" or hardness.hard_negatives != "none" or queue.on:
+      raise UserError(f"config.loss.ring=True is SigLIP's ring, for the plain sigmoid loss (kind {hardness.kind!r}, "
+                      f"hard_negatives {hardness.hard_negatives!r}, queue.size {queue.size}); set "
+                      "config.loss.ring=False, or config.loss.kind='sigmoid' without those.")
+    mesh = parallel.make_mesh(config.mesh)
+    parallel.local_batch_size(int(config.batch_size), mesh)  # it splits evenly over the data axis
+    local = int(config.batch_size) // mesh.shape[parallel.DATA_AXIS]
+    if chunk < 0 or (chunk and local % chunk):
+      raise UserError(f"config.loss.chunk_size={chunk} must divide the per-device batch ({local}) with "
+                      "config.loss.ring=True (or be 0: whole local blocks).")
+  elif chunk:
     if chunk < 0 or int(config.batch_size) % chunk:
       raise UserError(f"config.loss.chunk_size={chunk} must divide config.batch_size={config.batch_size} "
                       "(or be 0: the dense loss).")

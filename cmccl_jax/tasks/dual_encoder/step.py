@@ -70,7 +70,7 @@ def dynamic_objective(params, batch, z_img, z_txt, out, valid, weights, dynamic_
 
 def dual_encoder_loss(params, batch, step, rng, dynamic_state=None, queue_state=None, *, model, loss_config,
                       curriculum: Curriculum, head_weight=0.0, dynamic: I2MCL | None = None,
-                      queue: MemoryQueue | None = None):
+                      queue: MemoryQueue | None = None, mesh=None):
   """Masked, curriculum-weighted contrastive loss of a batch at `step`; (total, (metrics, dynamic state)).
 
   The curriculum's pacing at the step maps each example's block (for the online
@@ -78,6 +78,7 @@ def dual_encoder_loss(params, batch, step, rng, dynamic_state=None, queue_state=
   the example out of the loss as anchor and as negative. With the dynamic
   curriculum on (`dynamic`), I2MCL's distillation, self-paced weights and routing
   make the objective; `loss` stays the plain contrastive loss, comparable across runs.
+  `mesh`: the step's mesh, which SigLIP's ring (loss.ring) passes the text shards around.
   """
   k = curriculum.num_blocks
   z_img, z_txt, out = model.apply(params, batch["image"], batch["tokens"], train=True, rngs={"dropout": rng})
@@ -89,7 +90,7 @@ def dual_encoder_loss(params, batch, step, rng, dynamic_state=None, queue_state=
   contrast = functools.partial(
       losses.contrastive_loss, scale=out["scale"], bias=out["bias"], kind=hardness.kind, valid=valid,
       weights=weights, hard_negatives=hardness.negatives(step), margin=margins, hinge=hardness.hinge,
-      chunk_size=int(loss_config.get("chunk_size", 0)),
+      chunk_size=int(loss_config.get("chunk_size", 0)), ring=mesh if loss_config.get("ring", False) else None,
       queue=queue.negatives(queue_state, step) if queue is not None and queue.on else None, ids=batch.get("id"))
   dynamic_metrics = {}
   if dynamic is not None and dynamic.on:
@@ -133,7 +134,8 @@ def dual_encoder_loss(params, batch, step, rng, dynamic_state=None, queue_state=
 
 def dual_encoder_step(state: TrainState, batch, teacher_params=None, *, model, tx, loss_config,
                       curriculum: Curriculum, staging_config, lr_schedule, head_weight=0.0,
-                      dynamic: I2MCL | None = None, teacher_features=None, queue: MemoryQueue | None = None):
+                      dynamic: I2MCL | None = None, teacher_features=None, queue: MemoryQueue | None = None,
+                      mesh=None):
   """One AdamW step on `dual_encoder_loss`; dropout noise is keyed by (seed, step).
 
   With online teachers, `teacher_features(teacher_params, batch)` adds the frozen teachers'
@@ -145,7 +147,7 @@ def dual_encoder_step(state: TrainState, batch, teacher_params=None, *, model, t
   loss_fn = functools.partial(dual_encoder_loss, batch=batch, step=state.step, rng=rng,
                               dynamic_state=state.curriculum, queue_state=state.queue, model=model,
                               loss_config=loss_config, queue=queue,
-                              curriculum=curriculum, head_weight=head_weight, dynamic=dynamic)
+                              curriculum=curriculum, head_weight=head_weight, dynamic=dynamic, mesh=mesh)
   (total, (aux, dynamic_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -163,11 +165,11 @@ def dual_encoder_step(state: TrainState, batch, teacher_params=None, *, model, t
 
 
 def make_train_step(model, tx, config, lr_schedule, curriculum: Curriculum, dynamic: I2MCL | None = None,
-                    teacher_features=None, queue: MemoryQueue | None = None):
+                    teacher_features=None, queue: MemoryQueue | None = None, mesh=None):
   return functools.partial(dual_encoder_step, model=model, tx=tx, loss_config=config.loss,
                            curriculum=curriculum, staging_config=config.staging,
                            lr_schedule=lr_schedule, head_weight=difficulty_head_config(config)[1], dynamic=dynamic,
-                           teacher_features=teacher_features, queue=queue)
+                           teacher_features=teacher_features, queue=queue, mesh=mesh)
 
 
 def embed_images(params, images, *, model):

@@ -80,7 +80,8 @@ class DualEncoderModel:
       in_shardings += (parallel.replicated(self.mesh),)
     step = jax.jit(
         dual_encoder_step.make_train_step(self.model, self.tx, self.config, self.lr_schedule, self.curriculum,
-                                          self.dynamic, online.features if online else None, self.queue),
+                                          self.dynamic, online.features if online else None, self.queue,
+                                          self.mesh),
         in_shardings=in_shardings, out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
         donate_argnums=0)
     if not online:
@@ -118,7 +119,7 @@ class DualEncoderTask(base.Task):
           teacher_features=online_teachers.PRECOMPUTED).items()},
       **{f"loss.{k}": v for k, v in dict(
           hard_negatives="none", hn_alpha=1.0, beta=0.0, tau_plus=0.1, hinge=0.2, margin=0.0,
-          margin_by_difficulty=False, chunk_size=0).items()},
+          margin_by_difficulty=False, chunk_size=0, ring=False).items()},
       "loss.queue.size": 0, "loss.queue.warmup_steps": 0,
       **{f"loss.hardness.{k}": v for k, v in dict(
           pacing="none", steps=0, init=0.1, beta_start=0.0, margin_start=0.0).items()}}
